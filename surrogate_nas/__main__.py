@@ -1,0 +1,3 @@
+from surrogate_nas.cli import main
+
+raise SystemExit(main())

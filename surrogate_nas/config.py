@@ -1,0 +1,99 @@
+"""Where the catalog, data, cache and model live.
+
+Precedence (highest first): command-line flag, environment variable, project config
+file (`surrogate_nas.toml`, found in the working directory or any parent, or named by
+SURROGATE_NAS_CONFIG), built-in fallback. No path to shared data is hard-wired here.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from surrogate_nas.errors import UserError
+
+CONFIG_NAME = "surrogate_nas.toml"
+KEYS = ("multipliers", "data", "cache", "model")
+ENV = {key: f"SURROGATE_NAS_{key.upper()}" for key in KEYS}
+FLAGS = {"multipliers": "--catalog", "data": "--data", "cache": "--cache", "model": "--model"}
+
+
+@dataclass(frozen=True)
+class Paths:
+    multipliers: Path | None
+    data: Path | None
+    cache: Path
+    model: Path | None
+    config_file: Path | None = None
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    named = os.environ.get("SURROGATE_NAS_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise UserError(f"SURROGATE_NAS_CONFIG: config file {path} does not exist")
+        return path
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_config(path: Path) -> dict[str, Path]:
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
+    table = doc.get("paths", {})
+    if not isinstance(table, dict):
+        raise UserError(f"{path}: [paths] must be a table")
+    unknown = set(table) - set(KEYS)
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) in [paths]: {', '.join(sorted(unknown))}")
+    out = {}
+    for key, value in table.items():
+        if not isinstance(value, str):
+            raise UserError(f"{path}: [paths] {key} must be a string")
+        p = Path(value).expanduser()
+        out[key] = p if p.is_absolute() else (path.parent / p)
+    return out
+
+
+def resolve_paths(**flags: str | Path | None) -> Paths:
+    """Resolve each path from flags, then environment, then the config file."""
+    unknown = set(flags) - set(KEYS)
+    if unknown:
+        raise TypeError(f"unknown path keys: {sorted(unknown)}")
+    config_file = find_config_file()
+    from_file = _read_config(config_file) if config_file else {}
+    values: dict[str, Path | None] = {}
+    for key in KEYS:
+        flag = flags.get(key)
+        env = os.environ.get(ENV[key])
+        if flag:
+            values[key] = Path(flag).expanduser()
+        elif env:
+            values[key] = Path(env).expanduser()
+        else:
+            values[key] = from_file.get(key)
+    if values["cache"] is None:
+        values["cache"] = Path("cache")
+    return Paths(config_file=config_file, **values)  # type: ignore[arg-type]
+
+
+def require(path: Path | None, key: str, what: str) -> Path:
+    """Return an existing path or raise a one-line error saying how to set it."""
+    flag = FLAGS[key]
+    if path is None:
+        raise UserError(
+            f"no {what} configured: pass {flag}, set {ENV[key]} or add '{key}' to [paths] in {CONFIG_NAME}"
+        )
+    if not path.exists():
+        raise UserError(f"{flag} {path}: {what} not found")
+    return path
