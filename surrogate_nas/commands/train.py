@@ -1,0 +1,46 @@
+"""`python -m surrogate_nas train`: train the float model, calibrate it, write its card."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from surrogate_nas.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the AlexNet-style CIFAR-10 model and write its card")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--train-images", type=int, default=None, help="use only the first N training images (smoke runs)")
+    p.add_argument("--data", help="CIFAR-10 source (archive, folder, official release)")
+    p.add_argument("--cache", help="cache folder (decoded dataset)")
+    p.add_argument("--model", help="where to write the .keras model (its card goes next to it)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from surrogate_nas.config import resolve_paths
+    from surrogate_nas.training_job import train_and_save
+
+    paths = resolve_paths(data=args.data, cache=args.cache, model=args.model)
+    model_path = Path(paths.model or "models/alexnet_cifar10.keras")
+    card = train_and_save(
+        model_path,
+        data_path=paths.data,
+        cache_dir=paths.cache,
+        epochs=args.epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        train_images=args.train_images,
+    )
+    print(
+        f"saved {model_path}: float test accuracy {card['float_test_accuracy']:.4f}, "
+        f"8-bit exact {card['int8_exact_test_accuracy']:.4f}, {card['train_seconds']:.0f} s"
+    )
+    return 0

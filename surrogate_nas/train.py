@@ -1,0 +1,78 @@
+"""Training the float model: SGD with Nesterov momentum, one-cycle learning rate,
+random-crop + flip augmentation, label smoothing. Tuned for a 2-core CPU budget."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def augment_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Reflect-pad-4 random crops and horizontal flips, reshuffled every epoch (seeded)."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+
+    def aug(img, label):
+        img = tf.pad(tf.cast(img, tf.float32), [[4, 4], [4, 4], [0, 0]], mode="REFLECT")
+        img = tf.image.random_crop(img, [32, 32, 3], seed=seed)
+        img = tf.image.random_flip_left_right(img, seed=seed)
+        return img, label
+
+    ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak` over the first 15 % of steps, then cosine decay to ~0."""
+
+    def __init__(self, peak: float, total_steps: int, warmup: float = 0.15):
+        self.peak = peak
+        self.total_steps = total_steps
+        self.warmup = warmup
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        total = float(self.total_steps)
+        warm = max(1.0, self.warmup * total)
+        up = self.peak * step / warm
+        progress = tf.clip_by_value((step - warm) / max(1.0, total - warm), 0.0, 1.0)
+        down = self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(step < warm, up, down)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup}
+
+
+def train(
+    model: keras.Model,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    epochs: int,
+    batch_size: int = 128,
+    peak_lr: float = 0.1,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    verbose: int = 1,
+) -> keras.callbacks.History:
+    keras.utils.set_random_seed(seed)
+    steps = (len(x_train) // batch_size) * epochs
+    optimizer = keras.optimizers.SGD(
+        learning_rate=OneCycle(peak_lr, steps), momentum=0.9, nesterov=True, weight_decay=weight_decay
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+        metrics=["accuracy"],
+    )
+    train_ds = augment_dataset(x_train, y_train, batch_size, seed).map(
+        lambda i, l: (i, tf.one_hot(l, 10))
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices(
+        (x_val.astype(np.float32), keras.utils.to_categorical(y_val, 10))
+    ).batch(500)
+    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose)
