@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 
+from surrogate_nas.errors import UserError
+
 EVAL_BATCH = 500
+# Bump when the emulation's arithmetic changes: it invalidates cached accuracies.
+EMULATION_VERSION = "axconv-1"
 
 
 def top1(predict, images: np.ndarray, labels: np.ndarray, batch_size: int = EVAL_BATCH) -> float:
@@ -15,3 +25,122 @@ def top1(predict, images: np.ndarray, labels: np.ndarray, batch_size: int = EVAL
         logits = predict(tf.constant(images[start : start + batch_size], tf.float32))
         correct += int(np.sum(np.argmax(np.asarray(logits), axis=1) == labels[start : start + batch_size]))
     return correct / max(1, len(images))
+
+
+SPLITS = ("validation", "test")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The images a genome is scored on, and what identifies them for the cache."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    split: str
+    indices: np.ndarray  # into the split
+    data_sha256: str
+
+    @property
+    def description(self) -> dict:
+        return {
+            "split": self.split,
+            "n_images": int(len(self.labels)),
+            "indices_sha256": hashlib.sha256(self.indices.astype(np.int64).tobytes()).hexdigest(),
+            "data_sha256": self.data_sha256,
+        }
+
+
+def select_images(splits, data_sha256: str, split: str = "validation", n_images: int | None = 2000, seed: int = 0) -> ImageSet:
+    """The search set (a stratified validation subset) or a test subset/the full test set."""
+    from surrogate_nas.data import search_subset
+
+    if split not in SPLITS:
+        raise UserError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    x, y = (splits.x_val, splits.y_val) if split == "validation" else (splits.x_test, splits.y_test)
+    if n_images is None or n_images == len(y):
+        idx = np.arange(len(y))
+    else:
+        if not 1 <= n_images <= len(y):
+            raise UserError(f"--images: must be between 1 and {len(y)} for the {split} split, got {n_images}")
+        idx = search_subset(y, size=n_images, seed=seed)
+    return ImageSet(x[idx], np.asarray(y[idx]), split, idx, data_sha256)
+
+
+@dataclass(frozen=True)
+class Score:
+    genome: tuple[int, ...]
+    accuracy: float
+    energy: float
+    n_images: int
+    seconds: float
+
+
+class Evaluator:
+    """Scores genomes with one approximate model built once; swapping genomes only
+    reassigns table variables (no rebuild, no retrace)."""
+
+    def __init__(self, float_model, card: dict, catalog, image_set: ImageSet, batch_size: int = EVAL_BATCH):
+        from surrogate_nas.energy import EnergyModel
+        from surrogate_nas.model import build_approx_model, conv_info, conv_layers
+
+        self.catalog = catalog
+        self.image_set = image_set
+        self.batch_size = batch_size
+        self.card = card
+        ranges = [tuple(r) for r in card["input_ranges"]]
+        self.model = build_approx_model(float_model, ranges)
+        self.layers = conv_layers(self.model)
+        self.infos = conv_info(float_model)
+        self.energy_model = EnergyModel.from_catalog([i.macs for i in self.infos], catalog)
+        self._current: list[int | None] = [None] * len(self.layers)
+        self._predict = tf.function(
+            lambda x: self.model(x, training=False),
+            input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)],
+            autograph=False,
+        )
+        self._images = image_set.images.astype(np.float32)
+        weights = hashlib.sha256()
+        for w in float_model.get_weights():
+            weights.update(np.ascontiguousarray(w).tobytes())
+        self.description = {
+            "model_weights_sha256": weights.hexdigest(),
+            "input_ranges": [list(map(float, r)) for r in ranges],
+            "images": image_set.description,
+            "catalog": catalog.fingerprint,
+            "emulation": {"method": EMULATION_VERSION, "quantization": "calibrated", "bits": 8, "max_rank": None},
+        }
+        self.fingerprint = hashlib.sha256(json.dumps(self.description, sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def from_paths(cls, model_path: Path, catalog, data, split: str = "validation", n_images: int | None = 2000, seed: int = 0):
+        import keras
+
+        from surrogate_nas.data import make_splits
+        from surrogate_nas.modelcard import read_card
+
+        card = read_card(model_path)
+        try:
+            float_model = keras.models.load_model(model_path, compile=False)
+        except Exception as exc:  # keras raises many types for a bad file
+            raise UserError(f"--model {model_path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        splits = make_splits(data, seed=0)
+        return cls(float_model, card, catalog, select_images(splits, data.source_hash, split, n_images, seed))
+
+    def set_genome(self, genome) -> None:
+        for i, (layer, index) in enumerate(zip(self.layers, genome)):
+            if self._current[i] != int(index):
+                entry = self.catalog[int(index)]
+                layer.set_multiplier(None if entry.is_exact else entry.lut)
+                self._current[i] = int(index)
+
+    def accuracy(self, genome) -> float:
+        self.set_genome(genome)
+        return top1(self._predict, self._images, self.image_set.labels, self.batch_size)
+
+    def energy(self, genome) -> float:
+        return self.energy_model(genome)
+
+    def score(self, genome) -> Score:
+        start = time.perf_counter()
+        accuracy = self.accuracy(genome)
+        return Score(tuple(int(g) for g in genome), accuracy, self.energy(genome), len(self._images), time.perf_counter() - start)

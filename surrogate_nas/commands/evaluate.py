@@ -1,0 +1,58 @@
+"""`python -m surrogate_nas evaluate --genome ...`: true accuracy and energy of one genome."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from surrogate_nas.session import add_path_flags
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="accuracy and relative energy of one genome")
+    p.add_argument("--genome", required=True, help="5 multipliers, comma-separated names or catalog indices")
+    p.add_argument("--split", default="validation", help="validation (search set) or test")
+    p.add_argument("--images", type=int, default=None, help="stratified subset size (default: 2000 validation, all test)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stratified subset")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    add_path_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from surrogate_nas.evaluate import Evaluator, SPLITS
+    from surrogate_nas.errors import UserError
+    from surrogate_nas.genome import format_layers, genome_names, parse_genome
+    from surrogate_nas.session import ensure_model, load_catalog_from, load_data_from, paths_from_args
+
+    if args.split not in SPLITS:
+        raise UserError(f"--split: expected one of {', '.join(SPLITS)}, got {args.split!r}")
+    paths = paths_from_args(args)
+    catalog = load_catalog_from(paths)
+    genome = parse_genome(args.genome, catalog)
+    n_images = args.images if args.images is not None else (2000 if args.split == "validation" else None)
+    model_path = ensure_model(paths)
+    data = load_data_from(paths)
+    evaluator = Evaluator.from_paths(model_path, catalog, data, args.split, n_images, args.seed)
+    score = evaluator.score(genome)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "genome": genome_names(genome, catalog),
+                    "genome_indices": list(genome),
+                    "accuracy": score.accuracy,
+                    "energy": score.energy,
+                    "n_images": score.n_images,
+                    "split": args.split,
+                    "seconds": round(score.seconds, 3),
+                    "fingerprint": evaluator.fingerprint,
+                }
+            )
+        )
+    else:
+        print(format_layers(genome, catalog))
+        print(f"Accuracy: {score.accuracy:.4f} ({args.split}, {score.n_images} images)")
+        print(f"Relative energy: {score.energy:.4f}")
+        print(f"Seconds: {score.seconds:.2f}")
+    return 0

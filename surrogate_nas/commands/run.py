@@ -1,0 +1,80 @@
+"""`python -m surrogate_nas run`: the search (surrogate-assisted by default, or full)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from surrogate_nas.session import add_path_flags
+
+
+def add_search_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pop-size", type=int, default=20, help="NSGA-II population size (default 20)")
+    p.add_argument("--generations", type=int, default=None, help="stop after this many generations (default: budget only)")
+    p.add_argument("--crossover-prob", type=float, default=1.0, help="probability that a mating recombines (default 1.0)")
+    p.add_argument("--crossover-eta", type=float, default=3.0, help="SBX distribution index (default 3)")
+    p.add_argument("--mutation-prob", type=float, default=0.5, help="per-gene mutation probability (default 0.5)")
+    p.add_argument("--mutation-eta", type=float, default=3.0, help="polynomial mutation index (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--search-images", type=int, default=2000, help="validation images scored per genome (default 2000)")
+    p.add_argument("--test-images", type=int, default=None, help="test images for the final front (default: all 10,000)")
+    p.add_argument("--seed-fraction", type=float, default=0.15, help="surrogate mode: share of the budget for the seed set")
+    p.add_argument("--offspring-factor", type=int, default=10, help="surrogate mode: offspring per generation / population")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="search multiplier assignments with NSGA-II")
+    p.add_argument("--mode", default="surrogate", help="surrogate (default) or full (every offspring truly evaluated)")
+    p.add_argument("--budget", type=int, default=300, help="distinct genomes with a true accuracy (default 300)")
+    add_search_flags(p)
+    p.add_argument("--out", default="experiments/runs", help="folder of run folders (default experiments/runs)")
+    p.add_argument("--run-id", help="name of the run folder (default: mode, budget, seed and time)")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run with its saved configuration")
+    p.add_argument("--no-test", action="store_true", help="skip re-scoring the front on the test set")
+    add_path_flags(p)
+    p.set_defaults(func=run)
+
+
+def config_from_args(args) -> "SearchConfig":  # noqa: F821
+    from surrogate_nas.search import SearchConfig
+
+    return SearchConfig(
+        mode=args.mode,
+        budget=args.budget,
+        pop_size=args.pop_size,
+        generations=args.generations,
+        crossover_prob=args.crossover_prob,
+        crossover_eta=args.crossover_eta,
+        mutation_prob=args.mutation_prob,
+        mutation_eta=args.mutation_eta,
+        seed=args.seed,
+        search_images=args.search_images,
+        test_images=args.test_images,
+        seed_fraction=args.seed_fraction,
+        offspring_factor=args.offspring_factor,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from surrogate_nas.runner import Context, execute, load_run_config
+    from surrogate_nas.session import paths_from_args
+
+    out_dir = Path(args.out)
+    if args.resume:
+        config = load_run_config(out_dir / args.resume)
+        print(f"resuming {args.resume} with its saved configuration")
+        run_id = args.resume
+    else:
+        config = config_from_args(args)
+        run_id = args.run_id
+    config.validate()
+    ctx = Context(paths_from_args(args), config.search_images, config.test_images, seed=0)
+    result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume), evaluate_test=not args.no_test)
+    print(f"\nrun {result.run_id}: {len(result.evaluations)} true evaluations "
+          f"({result.computed} computed, {result.cache_hits} from cache) in {result.seconds:.0f} s")
+    print(f"Pareto front: {len(result.front)} assignments -> {result.run_dir}/front.csv, front.png, report.txt")
+    for e in result.front:
+        test = result.test_scores.get(e.genome)
+        test_text = "" if test is None else f"  test {test:.4f}"
+        print(f"  energy {e.energy:.3f}  accuracy {e.accuracy:.4f}{test_text}  {','.join(ctx.catalog[i].name for i in e.genome)}")
+    return 0

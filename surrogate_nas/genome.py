@@ -1,0 +1,44 @@
+"""Genomes: one catalog index per conv layer, in network order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from surrogate_nas.errors import UserError
+
+N_LAYERS = 5
+
+
+def parse_genome(value: str | Sequence, catalog, n_layers: int = N_LAYERS, what: str = "--genome") -> tuple[int, ...]:
+    """Indices from a comma-separated string or a sequence of names/indices."""
+    items = [s.strip() for s in value.split(",")] if isinstance(value, str) else list(value)
+    if len(items) != n_layers:
+        raise UserError(f"{what}: expected {n_layers} multipliers (one per conv layer), got {len(items)}")
+    genome = []
+    for position, item in enumerate(items, start=1):
+        if isinstance(item, (int, np.integer)) or (isinstance(item, str) and item.lstrip("-").isdigit()):
+            index = int(item)
+            if not 0 <= index < len(catalog):
+                raise UserError(f"{what}: layer {position}: index {index} is out of range 0..{len(catalog) - 1}")
+        else:
+            try:
+                index = catalog.index(str(item))
+            except (KeyError, IndexError, UserError):
+                raise UserError(
+                    f"{what}: layer {position}: unknown multiplier {item!r} "
+                    f"(see `python -m surrogate_nas multipliers list`)"
+                ) from None
+        genome.append(index)
+    return tuple(genome)
+
+
+def genome_names(genome: Sequence[int], catalog) -> list[str]:
+    return [catalog[int(i)].name for i in genome]
+
+
+def format_layers(genome: Sequence[int], catalog) -> str:
+    """The original project's report lines: `ConvLayer 1: mul8u_125K.bin`."""
+    return "\n".join(f"ConvLayer {i + 1}: {name}.bin" for i, name in enumerate(genome_names(genome, catalog)))
+

@@ -1,0 +1,212 @@
+"""One search run end to end: set up evaluator and cache, search, write the run folder,
+re-score the front on the test set."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from surrogate_nas.errors import UserError
+from surrogate_nas.search import HV_REFERENCE, SearchConfig, TrueEvaluations, hypervolume, run_full
+
+RUN_FILES = ("config.json", "evaluations.csv", "front.csv", "front.png", "hv.png", "report.txt")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    front: list
+    evaluations: list
+    hv_history: list[tuple[int, float]]
+    test_scores: dict
+    exact_test_accuracy: float | None
+    seconds: float
+    cache_hits: int
+    computed: int
+    generations: int
+    surrogate_log: list
+
+
+def new_run_id(config: SearchConfig) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{config.mode}-b{config.budget}-p{config.pop_size}-s{config.seed}-{stamp}"
+
+
+def load_run_config(run_dir: Path) -> SearchConfig:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UserError(f"--resume: {path} not found (no such run)")
+    try:
+        saved = json.loads(path.read_text())["search"]
+        return SearchConfig(**saved)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"--resume: {path} is not a run configuration ({exc})") from None
+
+
+class Context:
+    """What a run needs loaded once: catalog, data, model, evaluators, cache."""
+
+    def __init__(self, paths, search_images: int, test_images: int | None, seed: int = 0, quiet: bool = False):
+        from surrogate_nas.cache import EvalCache, default_cache_file
+        from surrogate_nas.evaluate import Evaluator
+        from surrogate_nas.session import ensure_model, load_catalog_from, load_data_from
+
+        self.paths = paths
+        self.catalog = load_catalog_from(paths)
+        self.model_path = ensure_model(paths)
+        self.data = load_data_from(paths)
+        self.evaluator = Evaluator.from_paths(self.model_path, self.catalog, self.data, "validation", search_images, seed)
+        self._test_args = (test_images, seed)
+        self._test_evaluator = None
+        self.cache = EvalCache(default_cache_file(Path(paths.cache)))
+        self.cache.register_fingerprint(self.evaluator.fingerprint, self.evaluator.description)
+        self.exact_index = self.catalog.index(self.catalog.exact.name)
+        self.quiet = quiet
+
+    @property
+    def test_evaluator(self):
+        if self._test_evaluator is None:
+            from surrogate_nas.evaluate import Evaluator
+
+            n, seed = self._test_args
+            self._test_evaluator = Evaluator.from_paths(self.model_path, self.catalog, self.data, "test", n, seed)
+            self.cache.register_fingerprint(self._test_evaluator.fingerprint, self._test_evaluator.description)
+        return self._test_evaluator
+
+    def score(self, genome) -> tuple[float, float]:
+        s = self.evaluator.score(genome)
+        return s.accuracy, s.seconds
+
+    def test_accuracy(self, genome, run_id: str) -> float:
+        """Test-set accuracy, through the same cache (its own fingerprint)."""
+        ev = self.test_evaluator
+        key = tuple(int(g) for g in genome)
+        record = self.cache.get(ev.fingerprint, key)
+        if record is not None:
+            return record.accuracy
+        s = ev.score(key)
+        self.cache.put(ev.fingerprint, key, s.accuracy, s.energy, s.n_images, s.seconds, run_id)
+        return s.accuracy
+
+
+def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | None = None, resume: bool = False, evaluate_test: bool = True) -> RunResult:
+    config.validate()
+    run_id = run_id or new_run_id(config)
+    run_dir = out_dir / run_id
+    if run_dir.exists() and not resume and (run_dir / "config.json").exists():
+        raise UserError(f"--run-id {run_id}: {run_dir} already exists (use --resume {run_id} to continue it)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(run_dir, ctx, config, run_id)
+
+    energy = ctx.evaluator.energy_model
+    hv_history: list[tuple[int, float]] = []
+    bar = tqdm(total=config.budget, desc=f"{config.mode} {run_id}", unit="eval", disable=ctx.quiet, dynamic_ncols=True)
+    front_points: list[list[float]] = []
+
+    def on_new(evaluation):
+        front_points.append([1.0 - evaluation.accuracy, evaluation.energy])
+        hv_history.append((truth.used, hypervolume(np.array(front_points))))
+        bar.update(1)
+        bar.set_postfix(hits=truth.cache_hits, hv=f"{hv_history[-1][1]:.4f}", gen=evaluation.generation)
+
+    truth = TrueEvaluations(
+        ctx.score, energy, ctx.cache, ctx.evaluator.fingerprint, run_id, config.budget, len(ctx.evaluator.image_set.labels), on_new
+    )
+    start = time.time()
+    surrogate_log: list = []
+
+    def on_generation(generation: int):
+        _write_progress(run_dir, ctx, truth, generation)
+
+    try:
+        if config.mode == "full":
+            generations = run_full(config, truth, len(ctx.catalog), ctx.exact_index, energy.batch, on_generation)
+        else:
+            from surrogate_nas.surrogate_search import run_surrogate
+
+            generations = run_surrogate(config, truth, ctx, energy, surrogate_log, on_generation, run_dir)
+    finally:
+        bar.close()
+        _write_progress(run_dir, ctx, truth, None)
+    seconds = time.time() - start
+
+    front = truth.front()
+    test_scores: dict = {}
+    exact_test = None
+    if evaluate_test:
+        genomes = [e.genome for e in front]
+        exact = (ctx.exact_index,) * 5
+        for genome in tqdm([exact] + [g for g in genomes if g != exact], desc="test set", disable=ctx.quiet):
+            test_scores[genome] = ctx.test_accuracy(genome, run_id)
+        exact_test = test_scores[exact]
+    result = RunResult(run_id, run_dir, front, list(truth.archive.values()), hv_history, test_scores, exact_test,
+                       seconds, truth.cache_hits, truth.computed, generations, surrogate_log)
+    write_outputs(result, ctx, config)
+    return result
+
+
+def _write_config(run_dir: Path, ctx: Context, config: SearchConfig, run_id: str) -> None:
+    import pymoo
+    import sklearn
+    import tensorflow as tf
+
+    from surrogate_nas import __version__
+
+    doc = {
+        "run_id": run_id,
+        "search": config.as_dict(),
+        "fingerprint": ctx.evaluator.fingerprint,
+        "evaluator": ctx.evaluator.description,
+        "model": str(ctx.model_path),
+        "catalog": str(ctx.catalog.path),
+        "catalog_names": ctx.catalog.names,
+        "data": ctx.data.source,
+        "hv_reference": {"accuracy": 1 - HV_REFERENCE[0], "energy": HV_REFERENCE[1]},
+        "versions": {
+            "surrogate_nas": __version__,
+            "tensorflow": tf.__version__,
+            "pymoo": pymoo.__version__,
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    (run_dir / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _write_progress(run_dir: Path, ctx: Context, truth: TrueEvaluations, generation: int | None) -> None:
+    from surrogate_nas.report import write_evaluations_csv
+
+    write_evaluations_csv(run_dir / "evaluations.csv", list(truth.archive.values()), ctx.catalog)
+    state = {"generations_done": generation, "evaluations": truth.used, "budget": truth.budget,
+             "computed": truth.computed, "cache_hits": truth.cache_hits}
+    (run_dir / "progress.json").write_text(json.dumps(state) + "\n")
+
+
+def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None:
+    from surrogate_nas.report import plot_front, plot_hv, write_evaluations_csv, write_front_csv, write_report
+
+    d = result.run_dir
+    catalog = ctx.catalog
+    write_evaluations_csv(d / "evaluations.csv", result.evaluations, catalog)
+    write_front_csv(d / "front.csv", result.front, catalog, result.test_scores or None, result.exact_test_accuracy)
+    header = (
+        f"run {result.run_id}: mode {config.mode}, budget {config.budget}, pop {config.pop_size}, "
+        f"generations {result.generations}, {len(result.evaluations)} true evaluations "
+        f"({result.computed} computed, {result.cache_hits} from cache), {result.seconds:.0f} s; "
+        f"search set {len(ctx.evaluator.image_set.labels)} validation images"
+    )
+    if result.exact_test_accuracy is not None:
+        header += f"; all-exact test accuracy {result.exact_test_accuracy:.4f}"
+    write_report(d / "report.txt", result.front, catalog, header, result.test_scores or None)
+    exact = (ctx.exact_index,) * 5
+    plot_front(d / "front.png", result.evaluations, result.front, exact, f"{config.mode} NSGA-II, {result.run_id}")
+    plot_hv(d / "hv.png", {config.mode: result.hv_history}, HV_REFERENCE, f"hypervolume, {result.run_id}")

@@ -1,0 +1,243 @@
+"""NSGA-II over layer-wise multiplier assignments (pymoo), with a budget of true evaluations.
+
+Objectives (both minimised): 1 - accuracy on the search set, and relative energy.
+Operators follow pymoo's recipe for integer problems: SBX and polynomial mutation on
+floats with rounding repair, duplicate elimination. Parameter meanings follow the
+original project (pymoo 0.4): `crossover_prob` is the probability that a mating
+recombines, `mutation_prob` the per-gene mutation probability.
+
+A run is a deterministic function of its configuration and the accuracies it is told,
+and every finished evaluation is committed to the on-disk cache at once. Resuming a run
+therefore replays it from the start: generations already done are answered from the
+cache in milliseconds, the algorithm state is rebuilt exactly, and the run continues
+where it stopped, ending with the same front as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.problem import Problem
+from pymoo.core.sampling import Sampling
+from pymoo.core.termination import NoTermination
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+from surrogate_nas.errors import UserError
+
+# Fixed hypervolume reference point in objective space (1 - accuracy, relative energy):
+# accuracy 0 and the all-exact energy 1.0; every sensible assignment lies inside it.
+HV_REFERENCE = (1.0, 1.0)
+
+
+@dataclass
+class SearchConfig:
+    """Everything that determines a run (written to config.json)."""
+
+    mode: str = "full"
+    budget: int = 300
+    pop_size: int = 20
+    generations: int | None = None
+    crossover_prob: float = 1.0
+    crossover_eta: float = 3.0
+    mutation_prob: float = 0.5
+    mutation_eta: float = 3.0
+    seed: int = 0
+    search_images: int = 2000
+    test_images: int | None = None  # None = the full test set
+    # surrogate mode
+    seed_fraction: float = 0.15
+    offspring_factor: int = 10
+    drift_every: int = 3
+    drift_samples: int = 2
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        def bad(flag: str, why: str):
+            raise UserError(f"--{flag}: {why}")
+
+        if self.mode not in ("full", "surrogate"):
+            bad("mode", f"expected 'full' or 'surrogate', got {self.mode!r}")
+        if self.budget < 1:
+            bad("budget", f"must be a positive number of evaluations, got {self.budget}")
+        if self.pop_size < 2:
+            bad("pop-size", f"must be at least 2, got {self.pop_size}")
+        if self.generations is not None and self.generations < 1:
+            bad("generations", f"must be at least 1, got {self.generations}")
+        for flag, value in (("crossover-prob", self.crossover_prob), ("mutation-prob", self.mutation_prob)):
+            if not 0.0 <= value <= 1.0:
+                bad(flag, f"must be a probability in [0, 1], got {value}")
+        for flag, value in (("crossover-eta", self.crossover_eta), ("mutation-eta", self.mutation_eta)):
+            if not value > 0:
+                bad(flag, f"must be > 0, got {value}")
+        if self.search_images < 1:
+            bad("search-images", f"must be positive, got {self.search_images}")
+        if not 0.0 < self.seed_fraction < 1.0:
+            bad("seed-fraction", f"must be in (0, 1), got {self.seed_fraction}")
+        if self.offspring_factor < 1:
+            bad("offspring-factor", f"must be >= 1, got {self.offspring_factor}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class BudgetExhausted(Exception):
+    """The next genome would exceed the budget of distinct true evaluations."""
+
+
+@dataclass
+class Evaluation:
+    genome: tuple[int, ...]
+    accuracy: float
+    energy: float
+    from_cache: bool
+    generation: int
+    seconds: float
+    reason: str  # why it was truly evaluated: "initial", "offspring", "seed", "screened", "drift"
+
+
+class TrueEvaluations:
+    """Budgeted, cached, archived true evaluations: the only source of reported results.
+
+    `score_fn(genome) -> (accuracy, seconds)` computes one accuracy; the cache answers
+    repeats across runs; the archive answers repeats within this run for free.
+    """
+
+    def __init__(self, score_fn, energy_fn, cache, fingerprint: str, run_id: str, budget: int, n_images: int, on_new=None):
+        self.score_fn = score_fn
+        self.n_images = n_images
+        self.energy_fn = energy_fn
+        self.cache = cache
+        self.fingerprint = fingerprint
+        self.run_id = run_id
+        self.budget = budget
+        self.archive: dict[tuple[int, ...], Evaluation] = {}
+        self.on_new = on_new or (lambda evaluation: None)
+        self.cache_hits = 0
+        self.computed = 0
+
+    @property
+    def used(self) -> int:
+        return len(self.archive)
+
+    @property
+    def left(self) -> int:
+        return self.budget - self.used
+
+    def accuracy(self, genome, generation: int, reason: str) -> float:
+        key = tuple(int(g) for g in genome)
+        if key in self.archive:
+            return self.archive[key].accuracy
+        if self.used >= self.budget:
+            raise BudgetExhausted
+        record = self.cache.get(self.fingerprint, key)
+        if record is not None:
+            # A row this run computed before it was interrupted still counts as computed.
+            from_cache = record.run_id != self.run_id
+            if from_cache:
+                self.cache.record_hit(self.fingerprint, key, self.run_id)
+                self.cache_hits += 1
+            accuracy, seconds = record.accuracy, record.seconds
+        else:
+            accuracy, seconds = self.score_fn(key)
+            energy = self.energy_fn(key)
+            self.cache.put(self.fingerprint, key, accuracy, energy, self.n_images, seconds, self.run_id)
+            from_cache = False
+            self.computed += 1
+        evaluation = Evaluation(key, float(accuracy), float(self.energy_fn(key)), from_cache, generation, float(seconds), reason)
+        self.archive[key] = evaluation
+        self.on_new(evaluation)
+        return evaluation.accuracy
+
+    def front(self) -> list[Evaluation]:
+        """Non-dominated truly evaluated genomes, by energy."""
+        if not self.archive:
+            return []
+        evaluations = list(self.archive.values())
+        F = np.array([[1.0 - e.accuracy, e.energy] for e in evaluations])
+        idx = NonDominatedSorting().do(F, only_non_dominated_front=True)
+        return sorted((evaluations[i] for i in idx), key=lambda e: (e.energy, -e.accuracy))
+
+
+class AssignmentProblem(Problem):
+    """One integer gene per conv layer; objectives 1 - accuracy and relative energy."""
+
+    def __init__(self, n_layers: int, n_choices: int, accuracy_fn: Callable[[np.ndarray], np.ndarray], energy_fn):
+        super().__init__(n_var=n_layers, n_obj=2, xl=0, xu=n_choices - 1, vtype=int)
+        self.accuracy_fn = accuracy_fn
+        self.energy_fn = energy_fn
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        X = np.asarray(X).round().astype(np.int64)
+        out["F"] = np.column_stack([1.0 - self.accuracy_fn(X), self.energy_fn(X)])
+
+
+class SeededSampling(Sampling):
+    """Initial population: the given genomes (e.g. all-exact) first, then random ones."""
+
+    def __init__(self, fixed: list[tuple[int, ...]]):
+        super().__init__()
+        self.fixed = [tuple(g) for g in fixed]
+
+    def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
+        xl, xu = problem.bounds()
+        rows = list(dict.fromkeys(self.fixed))[:n_samples]
+        seen = set(rows)
+        while len(rows) < n_samples:
+            genome = tuple(int(random_state.integers(xl[k], xu[k] + 1)) for k in range(problem.n_var))
+            if genome not in seen or len(seen) >= np.prod(xu - xl + 1):
+                rows.append(genome)
+                seen.add(genome)
+        return np.array(rows, dtype=float)
+
+
+def make_algorithm(config: SearchConfig, fixed: list[tuple[int, ...]], n_offsprings: int | None = None) -> NSGA2:
+    return NSGA2(
+        pop_size=config.pop_size,
+        n_offsprings=n_offsprings,
+        sampling=SeededSampling(fixed),
+        crossover=SBX(prob=config.crossover_prob, prob_var=0.5, eta=config.crossover_eta, vtype=float, repair=RoundingRepair()),
+        mutation=PM(prob=1.0, prob_var=config.mutation_prob, eta=config.mutation_eta, vtype=float, repair=RoundingRepair()),
+        eliminate_duplicates=True,
+    )
+
+
+def hypervolume(points: np.ndarray, reference=HV_REFERENCE) -> float:
+    """HV of (1 - accuracy, energy) points w.r.t. the fixed reference point."""
+    from pymoo.indicators.hv import HV
+
+    points = np.asarray(points, dtype=float).reshape(-1, 2)
+    inside = points[np.all(points < np.asarray(reference), axis=1)]
+    if len(inside) == 0:
+        return 0.0
+    return float(HV(ref_point=np.asarray(reference, dtype=float))(inside))
+
+
+def run_full(config: SearchConfig, truth: TrueEvaluations, n_choices: int, exact_index: int, energy_batch, on_generation=None) -> int:
+    """Plain NSGA-II: every offspring gets a true evaluation. Returns generations done."""
+    problem = AssignmentProblem(5, n_choices, lambda X: np.zeros(len(X)), energy_batch)
+    algorithm = make_algorithm(config, [(exact_index,) * 5])
+    algorithm.setup(problem, termination=NoTermination(), seed=config.seed)
+    generation = 0
+    while config.generations is None or generation < config.generations:
+        pop = algorithm.ask()
+        X = np.asarray(pop.get("X")).round().astype(np.int64)
+        accuracies = []
+        try:
+            for genome in X:
+                accuracies.append(truth.accuracy(genome, generation, "initial" if generation == 0 else "offspring"))
+        except BudgetExhausted:
+            break
+        pop.set("F", np.column_stack([1.0 - np.array(accuracies), energy_batch(X)]))
+        algorithm.tell(infills=pop)
+        generation += 1
+        if on_generation:
+            on_generation(generation)
+        if truth.left <= 0:
+            break
+    return generation

@@ -1,0 +1,62 @@
+"""Loading what every command needs (catalog, data, model) from flags and config,
+so commands stay thin and all report missing inputs the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from surrogate_nas.config import Paths, require, resolve_paths
+from surrogate_nas.errors import UserError
+
+DEFAULT_TRAIN_EPOCHS = 40
+
+
+def add_path_flags(parser, model: bool = True, data: bool = True, catalog: bool = True, cache: bool = True) -> None:
+    if catalog:
+        parser.add_argument("--catalog", help="multiplier catalog folder (catalog.csv + .bin tables)")
+    if data:
+        parser.add_argument("--data", help="CIFAR-10 source: archive, image folder or official release")
+    if model:
+        parser.add_argument("--model", help="trained .keras model (its .json card next to it)")
+    if cache:
+        parser.add_argument("--cache", help="cache folder (evaluation database, decoded data)")
+
+
+def paths_from_args(args) -> Paths:
+    return resolve_paths(
+        multipliers=getattr(args, "catalog", None),
+        data=getattr(args, "data", None),
+        cache=getattr(args, "cache", None),
+        model=getattr(args, "model", None),
+    )
+
+
+def load_catalog_from(paths: Paths):
+    from surrogate_nas.multipliers import load_catalog
+
+    catalog = load_catalog(require(paths.multipliers, "multipliers", "multiplier catalog"))
+    if catalog.exact is None:
+        raise UserError(f"--catalog {catalog.path}: no exact multiplier (table equal to a*b); energy needs one")
+    return catalog
+
+
+def load_data_from(paths: Paths):
+    from surrogate_nas.data import load_cifar10
+
+    if paths.data is not None:
+        require(paths.data, "data", "CIFAR-10 data")
+    return load_cifar10(paths.data, cache_dir=Path(paths.cache))
+
+
+def ensure_model(paths: Paths) -> Path:
+    """The configured model; trains it first (saying so) when it does not exist yet."""
+    if paths.model is None:
+        raise UserError("no model configured: pass --model, set SURROGATE_NAS_MODEL or add 'model' to [paths]")
+    model_path = Path(paths.model)
+    if model_path.exists():
+        return model_path
+    print(f"model {model_path} not found: training it first ({DEFAULT_TRAIN_EPOCHS} epochs, takes a while)")
+    from surrogate_nas.training_job import train_and_save
+
+    train_and_save(model_path, paths.data, paths.cache, epochs=DEFAULT_TRAIN_EPOCHS)
+    return model_path
