@@ -96,13 +96,16 @@ def load_cifar10(path: str | Path | None, cache_dir: Path | None = None, progres
     return data
 
 
-def make_splits(data: Cifar10, val_size: int = 5000, seed: int = 0) -> Splits:
+def make_splits(data: Cifar10, val_size: int | None = None, seed: int = 0) -> Splits:
     """Hold out a class-stratified validation set from the official training images.
 
     The test set stays untouched so that final numbers are comparable; stratifying keeps
     the validation accuracy from depending on which classes happened to be drawn.
+    `val_size=None` means 5,000 (of 50,000), or a tenth of a smaller training set.
     """
     n_train = len(data.y_train)
+    if val_size is None:
+        val_size = 5000 if n_train >= 50000 else max(1, n_train // 10)
     if not 1 <= val_size < n_train:
         raise UserError(f"validation size {val_size} must be between 1 and {n_train - 1} (training images: {n_train})")
     rng = np.random.default_rng(seed)

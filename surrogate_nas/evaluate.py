@@ -144,3 +144,20 @@ class Evaluator:
         start = time.perf_counter()
         accuracy = self.accuracy(genome)
         return Score(tuple(int(g) for g in genome), accuracy, self.energy(genome), len(self._images), time.perf_counter() - start)
+
+    def layer_statistics(self, n_images: int = 500) -> dict:
+        """Per conv layer of the all-exact twin: taps K, input/kernel scales, output std."""
+        import keras
+
+        exact = self.catalog.index(self.catalog.exact.name)
+        self.set_genome((exact,) * len(self.layers))
+        taps = keras.Model(self.model.inputs, [layer.output for layer in self.layers])
+        outs = taps(tf.constant(self._images[:n_images]), training=False)
+        stats = {"taps": [], "scale_in": [], "scale_w": [], "output_std": []}
+        for layer, out, (lo, hi) in zip(self.layers, outs, self.card["input_ranges"]):
+            kernel = layer.kernel.numpy()
+            stats["taps"].append(int(np.prod(kernel.shape[:3])))
+            stats["scale_in"].append((hi - lo) / 255.0)
+            stats["scale_w"].append(float(kernel.max() - kernel.min()) / 255.0)
+            stats["output_std"].append(float(np.std(out.numpy())))
+        return stats

@@ -210,3 +210,8 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
     exact = (ctx.exact_index,) * 5
     plot_front(d / "front.png", result.evaluations, result.front, exact, f"{config.mode} NSGA-II, {result.run_id}")
     plot_hv(d / "hv.png", {config.mode: result.hv_history}, HV_REFERENCE, f"hypervolume, {result.run_id}")
+    if result.surrogate_log:
+        from surrogate_nas.surrogate_search import plot_predictions, write_surrogate_log
+
+        write_surrogate_log(d, result.surrogate_log)
+        plot_predictions(d / "surrogate.png", result.surrogate_log)
