@@ -1,0 +1,47 @@
+"""`python -m surrogate_nas compare`: surrogate vs full NSGA-II vs random vs Optuna TPE."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from surrogate_nas.commands.run import add_search_flags
+from surrogate_nas.session import add_path_flags
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare search methods at equal true-evaluation budgets")
+    p.add_argument("--budget", type=int, default=300, help="true evaluations per method and seed (default 300)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
+    p.add_argument("--full-budget", type=int, default=None, help="longer budget for full-mode NSGA-II (e.g. 900)")
+    p.add_argument("--methods", default="surrogate,full,random,optuna", help="comma-separated subset of surrogate,full,random,optuna")
+    p.add_argument("--out", default="experiments/compare", help="output folder (default experiments/compare)")
+    add_search_flags(p)
+    add_path_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from surrogate_nas.commands.run import config_from_args
+    from surrogate_nas.compare import METHODS, compare
+    from surrogate_nas.errors import UserError
+    from surrogate_nas.runner import Context
+    from surrogate_nas.session import paths_from_args
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UserError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.full_budget is not None and args.full_budget < args.budget:
+        raise UserError(f"--full-budget ({args.full_budget}) must be at least --budget ({args.budget})")
+    args.mode = "surrogate"
+    base = config_from_args(args)
+    base.validate()
+    ctx = Context(paths_from_args(args), base.search_images, base.test_images)
+    out = Path(args.out)
+    _, rows, notes = compare(ctx, methods, args.seeds, args.budget, args.full_budget, base, out)
+    print((out / "summary.md").read_text())
+    print(f"plots: {out / 'hv_vs_evaluations.png'}, {out / 'fronts.png'}")
+    return 0

@@ -1,0 +1,37 @@
+"""`python -m surrogate_nas study FILE...`: run parameter studies from TOML files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from surrogate_nas.session import add_path_flags
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="run NSGA-II parameter studies (one TOML file each), full and surrogate mode")
+    p.add_argument("files", nargs="+", help="study files, e.g. experiments/studies/*.toml")
+    p.add_argument("--out", default="experiments/studies/results", help="output folder")
+    p.add_argument("--budget", type=int, default=None, help="override every study's budget (e.g. a quick run)")
+    p.add_argument("--search-images", type=int, default=None, help="override the search-set size")
+    p.add_argument("--test-images", type=int, default=None, help="test images for the fronts (default: all)")
+    p.add_argument("--seed", type=int, default=None)
+    add_path_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from surrogate_nas.runner import Context
+    from surrogate_nas.session import paths_from_args
+    from surrogate_nas.study import load_study, run_studies
+
+    files = [Path(f) for f in args.files]
+    configs = [load_study(f)[2] for f in files]  # validate every file before any work
+    search_images = args.search_images or configs[0].search_images
+    ctx = Context(paths_from_args(args), search_images, args.test_images)
+    overrides = {"budget": args.budget, "search_images": args.search_images, "test_images": args.test_images, "seed": args.seed}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_studies(ctx, files, out, overrides)
+    print((out / "summary.md").read_text())
+    return 0
