@@ -37,8 +37,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from surrogate_nas.multipliers import error_table, exact_table, load_lut
+
 QMAX = 255.0
-_EXACT_PRODUCT = np.outer(np.arange(256, dtype=np.int64), np.arange(256, dtype=np.int64))
 # Exact-mode error tables of higher rank are summed by gathering (cost independent of
 # rank) instead of by factors; set from bench_axconv.py measurements.
 GATHER_RANK_THRESHOLD = 48
@@ -75,8 +76,6 @@ def as_lut(lut) -> np.ndarray:
     if hasattr(lut, "lut"):
         lut = lut.lut
     if isinstance(lut, (str, Path)):
-        from surrogate_nas.multipliers import load_lut
-
         lut = load_lut(Path(lut))
     if isinstance(lut, tf.Tensor):
         lut = lut.numpy()
@@ -89,10 +88,6 @@ def as_lut(lut) -> np.ndarray:
             raise ValueError(f"lut: expected dtype uint16 (or integers in 0..65535), got {lut.dtype}")
         lut = lut.astype(np.uint16)
     return lut
-
-
-def error_table(lut: np.ndarray) -> np.ndarray:
-    return lut.astype(np.int64) - _EXACT_PRODUCT
 
 
 @functools.lru_cache(maxsize=256)
@@ -553,7 +548,7 @@ class AxConv2D(keras.layers.Layer):
         built from the current kernel: call this again after changing the weights.
         """
         if lut is None:
-            lut = _EXACT_PRODUCT.astype(np.uint16)
+            lut = exact_table()
             name = None
         else:
             name = getattr(lut, "name", None) or (str(lut) if isinstance(lut, (str, Path)) else "custom")
