@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished evaluations are saved; resume with --resume", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
 
 

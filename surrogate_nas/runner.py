@@ -133,6 +133,11 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
             from surrogate_nas.surrogate_search import run_surrogate
 
             generations = run_surrogate(config, truth, ctx, energy, surrogate_log, on_generation, run_dir)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: {truth.used} evaluations are saved in the cache; continue with "
+              f"`python -m surrogate_nas run --resume {run_id} --out {out_dir}`")
+        raise
     finally:
         bar.close()
         _write_progress(run_dir, ctx, truth, None)
