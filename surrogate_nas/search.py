@@ -31,8 +31,10 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from surrogate_nas.errors import UserError
 
 # Fixed hypervolume reference point in objective space (1 - accuracy, relative energy):
-# accuracy 0 and the all-exact energy 1.0; every sensible assignment lies inside it.
-HV_REFERENCE = (1.0, 1.0)
+# accuracy 0.70 and the all-exact energy 1.0. The accuracy floor (about 13 pp below the
+# shipped model's all-exact 83.5 %) keeps assignments nobody would deploy, such as a
+# chance-level network at zero energy, from dominating the indicator.
+HV_REFERENCE = (0.30, 1.0)
 
 
 @dataclass
