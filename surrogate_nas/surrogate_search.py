@@ -199,7 +199,7 @@ def plot_predictions(path: Path, log: list) -> None:
         lo, hi = min(true + pred), max(true + pred)
         ax.plot([lo, hi], [lo, hi], c="0.5", lw=1)
         r2, mae, tau = _quality(pred, true)
-        ax.set_title(f"surrogate on fresh points: R^2 {r2:.3f}, MAE {mae:.4f}, tau {tau:.3f}")
+        ax.set_title(f"surrogate on fresh points (n={len(true)})\nR^2 {r2:.3f}, MAE {mae:.4f}, Kendall tau {tau:.3f}", fontsize=10)
     ax.set_xlabel("true accuracy")
     ax.set_ylabel("predicted accuracy (before refit)")
     ax.grid(alpha=0.3)
