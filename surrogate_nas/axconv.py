@@ -36,6 +36,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from threadpoolctl import threadpool_limits
 
 from surrogate_nas.multipliers import error_table, exact_table, load_lut
 
@@ -93,7 +94,8 @@ def as_lut(lut) -> np.ndarray:
 @functools.lru_cache(maxsize=256)
 def _svd(key: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     err = error_table(np.frombuffer(key, dtype=np.uint16).reshape(256, 256)).astype(np.float64)
-    return np.linalg.svd(err)
+    with threadpool_limits(1):  # 256x256: threads only add contention on a busy 2-core machine
+        return np.linalg.svd(err)
 
 
 def decompose(
@@ -242,6 +244,16 @@ def _pad_spatial(t: tf.Tensor, pads: tuple[tuple[int, int], tuple[int, int]], va
 # ----------------------------------------------------------------------- the core op
 
 
+def _conv(x: tf.Tensor, kernel: tf.Tensor, strides) -> tf.Tensor:
+    """VALID conv2d; a single input channel is padded with a zero channel because
+    TF 2.21's oneDNN conv2d returns wrong rows for cin=1, batch>=2, strides (1, >=2)
+    and output width 1 (mathematically identical, and cheap)."""
+    if x.shape[-1] == 1:  # concat, not tf.pad: grappler fuses Pad into oneDNN's conv
+        x = tf.concat([x, tf.zeros_like(x)], axis=3)
+        kernel = tf.concat([kernel, tf.zeros_like(kernel)], axis=2)
+    return tf.nn.conv2d(x, kernel, strides, "VALID")
+
+
 def approx_conv_core(
     x: tf.Tensor,
     kernel: tf.Tensor,
@@ -273,12 +285,12 @@ def approx_conv_core(
     wc = quantize_codes(kernel, inv_w, m_w, zp_w, s_w)
     w_deq = wc * s_w + m_w
 
-    y = tf.nn.conv2d(x_deq, w_deq, conv_strides, "VALID")
+    y = _conv(x_deq, w_deq, conv_strides)
 
     # Raw-minus-dequantized corrections (zero when inputs were fake-quantized first).
     x_res = _pad_spatial(x, pads, 0.0) - x_deq
     box = tf.ones([kh, kw, cin, 1], tf.float32)
-    y += m_w * tf.nn.conv2d(x_res, box, conv_strides, "VALID")
+    y += m_w * _conv(x_res, box, conv_strides)
     y += m_in * tf.reduce_sum(kernel - w_deq, axis=[0, 1, 2])
 
     y += (s_in * s_w) * error_fn(a, wc, conv_strides)
@@ -317,7 +329,7 @@ def factor_error(a, wc, u, v, conv_strides, chunk_bytes=DEFAULT_CHUNK_BYTES) -> 
         kern = tf.gather(v_part, w_idx)  # kh, kw, cin, cout, c
         kern = tf.transpose(kern, [0, 1, 2, 4, 3])
         kern = tf.reshape(kern, [kh, kw, -1, cout])
-        return i + 1, acc + tf.nn.conv2d(feats, kern, conv_strides, "VALID")
+        return i + 1, acc + _conv(feats, kern, conv_strides)
 
     _, total = tf.while_loop(
         lambda i, acc: i < n_chunks,
@@ -328,11 +340,11 @@ def factor_error(a, wc, u, v, conv_strides, chunk_bytes=DEFAULT_CHUNK_BYTES) -> 
     return total
 
 
-def window_table(err: np.ndarray, kernel_codes: np.ndarray) -> np.ndarray:
+def per_tap_table(err: tf.Tensor, wc: tf.Tensor) -> tf.Tensor:
     """Per-tap error lookup: row k*256 + a holds E[a, w_(k, o)] for every output o."""
-    kh, kw, cin, cout = kernel_codes.shape
-    idx = kernel_codes.reshape(kh * kw * cin, cout).astype(np.int64)
-    return np.ascontiguousarray(err.astype(np.float32)[:, idx].transpose(1, 0, 2).reshape(-1, cout))
+    cout = wc.shape[3]
+    idx = tf.reshape(tf.cast(wc, tf.int32), [-1, cout])  # taps x cout
+    return tf.reshape(tf.transpose(tf.gather(err, idx, axis=1), [1, 0, 2]), [-1, cout])
 
 
 def gathered_error(a, table, kernel_shape, conv_strides) -> tf.Tensor:
@@ -359,9 +371,7 @@ def _core_fn(strides: tuple[int, int], padding: str, chunk_bytes: int, gathered:
         if gathered:
 
             def error_fn(a, wc, conv_strides):
-                idx = tf.reshape(tf.cast(wc, tf.int32), [-1, wc.shape[3]])
-                table = tf.reshape(tf.transpose(tf.gather(err, idx, axis=1), [1, 0, 2]), [-1, wc.shape[3]])
-                return gathered_error(a, table, wc.shape, conv_strides)
+                return gathered_error(a, per_tap_table(err, wc), wc.shape, conv_strides)
 
         else:
 
@@ -466,9 +476,32 @@ class _Tables:
     def __init__(self):
         self.u = tf.Variable(np.zeros((256, 0), np.float32), shape=tf.TensorShape([256, None]), trainable=False)
         self.v = tf.Variable(np.zeros((256, 0), np.float32), shape=tf.TensorShape([256, None]), trainable=False)
-        # Gathered path for high-rank tables: rows k*256 + a, one column per output channel.
+        # Gathered path for high-rank tables: the error table, and the per-tap table
+        # (rows k*256 + a, one column per output channel) built from it for the kernel
+        # codes in `seen_codes`; rebuilt inside the graph whenever the kernel changes.
+        self.err = tf.Variable(np.zeros((256, 256), np.float32), trainable=False)
         self.table = tf.Variable(np.zeros((0, 0), np.float32), shape=tf.TensorShape([None, None]), trainable=False)
+        self.seen_codes = None  # created when the layer is built (kernel size known)
         self.use_table = tf.Variable(False, trainable=False)
+
+    def build(self, kernel_size: int) -> None:
+        self.seen_codes = tf.Variable(np.full((kernel_size,), -1.0, np.float32), trainable=False)
+
+    def mark_stale(self) -> None:
+        if self.seen_codes is not None:
+            self.seen_codes.assign(tf.fill(tf.shape(self.seen_codes), -1.0))
+
+    def gathered(self, a, wc, conv_strides):
+        codes = tf.reshape(wc, [-1])
+        same = tf.reduce_all(tf.equal(self.seen_codes, codes))
+
+        def rebuild():
+            table = per_tap_table(self.err, wc)
+            with tf.control_dependencies([self.table.assign(table), self.seen_codes.assign(codes)]):
+                return tf.identity(table)
+
+        table = tf.cond(same, self.table.read_value, rebuild)
+        return gathered_error(a, table, wc.shape, conv_strides)
 
 
 @keras.saving.register_keras_serializable(package="surrogate_nas")
@@ -520,17 +553,18 @@ class AxConv2D(keras.layers.Layer):
         self.multiplier = multiplier
         self._tables = _Tables()
         self.rank = 0
+        if multiplier is not None:
+            self.set_multiplier(multiplier, max_rank=max_rank)
 
     def build(self, input_shape):
         self._build_weights(input_shape)
-        if self.multiplier is not None:
-            self.set_multiplier(self.multiplier, max_rank=self.max_rank)
 
     def _build_weights(self, input_shape):
         cin = int(input_shape[-1])
         self.kernel = self.add_weight(
             name="kernel", shape=(*self.kernel_size, cin, self.filters), initializer="glorot_uniform"
         )
+        self._tables.build(int(np.prod(self.kernel.shape)))
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
         if self.quantization == "calibrated":
             init = self.initial_input_range or (0.0, 1.0)
@@ -544,8 +578,8 @@ class AxConv2D(keras.layers.Layer):
     def set_multiplier(self, lut=None, max_rank: int | None = None, input_weights=None, kernel_weights=None) -> Decomposition:
         """Use table `lut` (None = exact); with `max_rank`, the truncated mode.
 
-        High-rank tables in exact mode use the gathered path, whose per-tap table is
-        built from the current kernel: call this again after changing the weights.
+        High-rank tables in exact mode use the gathered path; its per-tap table follows
+        the kernel (rebuilt in the graph on the first call after the weights change).
         """
         if lut is None:
             lut = exact_table()
@@ -556,29 +590,21 @@ class AxConv2D(keras.layers.Layer):
         lut = as_lut(lut)
         dec = decompose(lut, max_rank=max_rank, input_weights=input_weights, kernel_weights=kernel_weights)
         gathered = max_rank is None and dec.rank > GATHER_RANK_THRESHOLD
-        if gathered and getattr(self, "kernel", None) is None:
-            raise ValueError(f"layer {self.name}: build the layer before setting a high-rank multiplier")
+        tables = self._tables
+        tables.mark_stale()
+        tables.table.assign(np.zeros((0, 0), np.float32))
         if gathered:
-            self._tables.table.assign(window_table(error_table(lut), self.kernel_codes()))
-            self._tables.u.assign(np.zeros((256, 0), np.float32))
-            self._tables.v.assign(np.zeros((256, 0), np.float32))
+            tables.err.assign(error_table(lut).astype(np.float32))
+            tables.u.assign(np.zeros((256, 0), np.float32))
+            tables.v.assign(np.zeros((256, 0), np.float32))
         else:
-            self._tables.table.assign(np.zeros((0, 0), np.float32))
-            self._tables.u.assign(dec.u)
-            self._tables.v.assign(dec.v)
-        self._tables.use_table.assign(gathered)
+            tables.u.assign(dec.u)
+            tables.v.assign(dec.v)
+        tables.use_table.assign(gathered)
         self.multiplier = path or name
         self.max_rank = max_rank
         self.rank = dec.rank
         return dec
-
-    def kernel_codes(self) -> np.ndarray:
-        """The kernel's 8-bit codes exactly as `call` computes them."""
-        kernel = tf.convert_to_tensor(self.kernel)
-        k_min, k_max = tf.reduce_min(kernel), tf.reduce_max(kernel)
-        k_q = tf.quantization.fake_quant_with_min_max_vars(kernel, k_min, k_max, num_bits=8)
-        scale, inv, m, zp = nudge(k_min, k_max)
-        return quantize_codes(k_q, inv, m, zp, scale).numpy().astype(np.int64)
 
     def set_input_range(self, low: float, high: float) -> None:
         if self.quantization != "calibrated":
@@ -602,7 +628,7 @@ class AxConv2D(keras.layers.Layer):
         def error_fn(a, wc, conv_strides):
             return tf.cond(
                 tables.use_table,
-                lambda: gathered_error(a, tables.table.read_value(), wc.shape, conv_strides),
+                lambda: tables.gathered(a, wc, conv_strides),
                 lambda: factor_error(a, wc, tables.u.read_value(), tables.v.read_value(), conv_strides),
             )
 

@@ -93,10 +93,10 @@ def run_optuna(ctx, seed: int, budget: int, tag: str) -> MethodRun:
 def run_nsga(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig, out_dir: Path) -> MethodRun:
     from surrogate_nas.runner import execute
 
-    config = replace(base, mode=method, seed=seed, budget=budget)
+    config = replace(base, mode=method, seed=seed, budget=budget, evaluate_test=False)
     run_id = f"{tag}-{method}-b{budget}-s{seed}"
     run_dir = out_dir / "runs" / run_id
-    result = execute(ctx, config, out_dir / "runs", run_id=run_id, resume=run_dir.exists(), evaluate_test=False)
+    result = execute(ctx, config, out_dir / "runs", run_id=run_id, resume=run_dir.exists())
     return MethodRun(method, seed, budget, result.hv_history, result.front, result.seconds, result.cache_hits, result.computed)
 
 

@@ -17,7 +17,7 @@ class EnergyModel:
         self.powers = np.asarray(powers, dtype=np.float64)
         if exact_power <= 0:
             raise ValueError(f"exact_power must be positive, got {exact_power}")
-        self.reference = float(self.macs.sum() * exact_power)
+        self.reference = float((self.macs * exact_power).sum())  # same summation as batch(): all-exact is exactly 1.0
 
     @classmethod
     def from_catalog(cls, macs: Sequence[int], catalog) -> "EnergyModel":

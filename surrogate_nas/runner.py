@@ -97,7 +97,7 @@ class Context:
         return s.accuracy
 
 
-def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | None = None, resume: bool = False, evaluate_test: bool = True) -> RunResult:
+def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | None = None, resume: bool = False) -> RunResult:
     config.validate()
     run_id = run_id or new_run_id(config)
     run_dir = out_dir / run_id
@@ -123,7 +123,10 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     start = time.time()
     surrogate_log: list = []
 
+    done = {"generations": 0}
+
     def on_generation(generation: int):
+        done["generations"] = generation
         _write_progress(run_dir, ctx, truth, generation)
 
     try:
@@ -140,13 +143,13 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
         raise
     finally:
         bar.close()
-        _write_progress(run_dir, ctx, truth, None)
+        _write_progress(run_dir, ctx, truth, done["generations"])
     seconds = time.time() - start
 
     front = truth.front()
     test_scores: dict = {}
     exact_test = None
-    if evaluate_test:
+    if config.evaluate_test:
         genomes = [e.genome for e in front]
         exact = (ctx.exact_index,) * 5
         for genome in tqdm([exact] + [g for g in genomes if g != exact], desc="test set", disable=ctx.quiet):

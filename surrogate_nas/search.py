@@ -52,6 +52,7 @@ class SearchConfig:
     seed: int = 0
     search_images: int = 2000
     test_images: int | None = None  # None = the full test set
+    evaluate_test: bool = True  # re-score the final front on the test set
     # surrogate mode
     seed_fraction: float = 0.15
     offspring_factor: int = 10
@@ -144,6 +145,8 @@ class TrueEvaluations:
             if from_cache:
                 self.cache.record_hit(self.fingerprint, key, self.run_id)
                 self.cache_hits += 1
+            else:
+                self.computed += 1
             accuracy, seconds = record.accuracy, record.seconds
         else:
             accuracy, seconds = self.score_fn(key)

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.ensemble import GradientBoostingRegressor, HistGradientBoostingRegressor
 from sklearn.model_selection import KFold, cross_val_score
+from threadpoolctl import threadpool_limits
 
 METRICS = ("mae", "wce", "ep_pct", "mre_pct", "mse", "mean_error", "error_std")
 LAYER_FEATURES = METRICS + ("power_mw", "mac_share", "noise_bias", "noise_std")
@@ -108,6 +109,12 @@ class AccuracySurrogate(RegressorMixin, BaseEstimator):
         raise ValueError(f"kind: expected 'hgb' or 'gbr', got {self.kind!r}")
 
     def fit(self, X, y):
+        # One OpenMP thread: on a 2-core machine shared with TensorFlow, histogram
+        # boosting with several threads is tens of times slower, not faster.
+        with threadpool_limits(1, "openmp"):
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         rng = np.random.default_rng(self.random_state)
@@ -120,15 +127,21 @@ class AccuracySurrogate(RegressorMixin, BaseEstimator):
 
     def predict(self, X, return_std: bool = False):
         X = np.asarray(X, dtype=np.float64)
-        preds = np.stack([m.predict(X) for m in self.members_])
+        with threadpool_limits(1, "openmp"):
+            preds = np.stack([m.predict(X) for m in self.members_])
         mean = preds.mean(axis=0)
         return (mean, preds.std(axis=0)) if return_std else mean
 
 
 def select_kind(X, y, random_state: int = 0, folds: int = 5) -> tuple[str, dict[str, float]]:
-    """Cross-validated R^2 of both regressor kinds (single members, for speed)."""
+    """Cross-validated R^2 of both regressor kinds (single members, for speed).
+
+    With fewer than 2 * folds points R^2 per fold is meaningless: gbr is kept, unscored.
+    """
+    if len(y) < 2 * folds:
+        return "gbr", {}
     scores = {}
-    cv = KFold(n_splits=min(folds, len(y)), shuffle=True, random_state=random_state)
+    cv = KFold(n_splits=folds, shuffle=True, random_state=random_state)
     for kind in ("gbr", "hgb"):
         est = clone(AccuracySurrogate(kind=kind, n_members=1, random_state=random_state))
         scores[kind] = float(np.mean(cross_val_score(est, X, y, cv=cv, scoring="r2")))

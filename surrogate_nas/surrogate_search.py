@@ -111,7 +111,7 @@ def run_surrogate(config: SearchConfig, truth: TrueEvaluations, ctx, energy, log
     surrogate = AccuracySurrogate(kind=kind, random_state=config.seed).fit(X, y)
     (run_dir / "surrogate_choice.txt").write_text(
         f"chosen: {kind}; 5-fold CV R^2 on the {len(y)} seed evaluations: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in cv_scores.items()) + "\n"
+        + (", ".join(f"{k} {v:.3f}" for k, v in cv_scores.items()) or "too few points, not scored") + "\n"
     )
 
     def predict(G):

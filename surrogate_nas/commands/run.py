@@ -52,6 +52,7 @@ def config_from_args(args) -> "SearchConfig":  # noqa: F821
         test_images=args.test_images,
         seed_fraction=args.seed_fraction,
         offspring_factor=args.offspring_factor,
+        evaluate_test=not getattr(args, "no_test", False),
     )
 
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         run_id = args.run_id
     config.validate()
     ctx = Context(paths_from_args(args), config.search_images, config.test_images, seed=0)
-    result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume), evaluate_test=not args.no_test)
+    result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume))
     print(f"\nrun {result.run_id}: {len(result.evaluations)} true evaluations "
           f"({result.computed} computed, {result.cache_hits} from cache) in {result.seconds:.0f} s")
     print(f"Pareto front: {len(result.front)} assignments -> {result.run_dir}/front.csv, front.png, report.txt")

@@ -1,0 +1,217 @@
+"""Whole search runs through `surrogate_nas.cli.main` (full mode): the run folder,
+determinism, the cache across runs, bad flags, and resuming a run killed with SIGKILL.
+Real model, pymoo and SQLite cache; surrogate-mode runs are in test_surrogate.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import EXACT_INDEX, PYTHON, isolated_cwd, read_csv
+
+from surrogate_nas.cache import EvalCache
+
+EXACT = (EXACT_INDEX,) * 5
+FULL = ["run", "--mode", "full", "--pop-size", "4", "--search-images", "20", "--test-images", "20"]
+
+
+# --------------------------------------------------------------------------- full-mode runs
+
+
+def _front(run_dir: Path) -> list[tuple[str, str, str]]:
+    return [(r["genome_indices"], r["search_accuracy"], r["energy"]) for r in read_csv(run_dir / "front.csv")]
+
+
+@pytest.fixture(scope="module")
+def full_runs(project, tmp_path_factory):
+    """Full-mode runs sharing one fresh cache, run once: a and b identical (seed 3), c seed 4."""
+    from surrogate_nas import cli
+
+    base = tmp_path_factory.mktemp("full")
+    cache, out = base / "cache", base / "runs"
+    results = {}
+    with isolated_cwd(base):
+        for run_id, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+            argv = FULL + ["--budget", "12", "--seed", seed, "--out", str(out), "--run-id", run_id]
+            results[run_id] = cli.main(argv + project.flags(cache=cache))
+    return {"out": out, "cache": cache, "rc": results}
+
+
+def test_full_run_writes_its_folder(full_runs, catalog):
+    assert full_runs["rc"] == {"a": 0, "b": 0, "c": 0}
+    run = full_runs["out"] / "a"
+    for name in ("config.json", "evaluations.csv", "front.csv", "front.png", "hv.png", "report.txt", "progress.json"):
+        assert (run / name).is_file(), name
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["run_id"] == "a" and doc["search"]["mode"] == "full" and doc["search"]["budget"] == 12
+    assert doc["search"]["pop_size"] == 4 and doc["search"]["seed"] == 3 and doc["catalog_names"] == catalog.names
+    assert doc["evaluator"]["images"]["n_images"] == 20
+    rows = read_csv(run / "evaluations.csv")
+    assert len(rows) == 12
+    genomes = [tuple(int(v) for v in r["genome_indices"].split(",")) for r in rows]
+    assert len(set(genomes)) == 12
+    initial = [g for g, r in zip(genomes, rows) if r["reason"] == "initial"]
+    assert len(initial) == 4 and initial[0] == EXACT
+    assert all(r["from_cache"] == "0" for r in rows)
+    progress = json.loads((run / "progress.json").read_text())
+    assert progress["evaluations"] == 12 and progress["budget"] == 12 and progress["computed"] == 12
+    front = read_csv(run / "front.csv")
+    assert front and {"test_accuracy", "test_loss_pp"} <= set(front[0])
+    evaluated = {r["genome_indices"]: r for r in rows}
+    energies = [float(r["energy"]) for r in front]
+    assert energies == sorted(energies)
+    points = [(float(r["accuracy"]), float(r["energy"])) for r in rows]
+    for r in front:
+        assert r["genome_indices"] in evaluated
+        assert r["search_accuracy"] == evaluated[r["genome_indices"]]["accuracy"]
+        assert r["test_accuracy"] != ""
+        acc, energy = float(r["search_accuracy"]), float(r["energy"])
+        assert not any(a >= acc and e <= energy and (a, e) != (acc, energy) for a, e in points)  # non-dominated
+    on_front = {r["genome_indices"] for r in front}
+    for r, (acc, energy) in zip(rows, points):  # everything else is dominated by (or equal to) a front point
+        if r["genome_indices"] not in on_front:
+            assert any(float(f["search_accuracy"]) >= acc and float(f["energy"]) <= energy for f in front)
+    report = (run / "report.txt").read_text()
+    assert report.startswith("run a: mode full, budget 12, pop 4")
+    layer_lines = [line for line in report.splitlines() if line.startswith("ConvLayer")]
+    assert len(layer_lines) == 5 * len(front)
+    assert all(re.fullmatch(r"ConvLayer [1-5]: (trunc|exact|lowbits|noisy|zero)\.bin", line) for line in layer_lines)
+    assert report.count("# Pareto point") == len(front)
+
+
+def test_same_seed_same_front_and_second_run_from_cache(full_runs, cli):
+    out = full_runs["out"]
+    assert _front(out / "a") == _front(out / "b")
+    rows_a, rows_b = read_csv(out / "a" / "evaluations.csv"), read_csv(out / "b" / "evaluations.csv")
+    assert [r["genome_indices"] for r in rows_a] == [r["genome_indices"] for r in rows_b]
+    assert [r["accuracy"] for r in rows_a] == [r["accuracy"] for r in rows_b]
+    assert all(r["from_cache"] == "1" for r in rows_b)
+    assert json.loads((out / "b" / "progress.json").read_text())["cache_hits"] == 12
+    r = cli("cache", "stats", cache=full_runs["cache"])
+    assert r.rc == 0
+    assert "total: " in r.out
+    # search fingerprint: 12 rows and 12 hits; the test-set fingerprint holds the front's test scores
+    total = r.out.strip().splitlines()[-1]
+    with EvalCache(full_runs["cache"] / "evaluations.sqlite") as cache:
+        stats = cache.stats()
+    search = [s for s in stats if s["description"]["images"]["split"] == "validation"]
+    rows_c = read_csv(out / "c" / "evaluations.csv")
+    hits_c = sum(r["from_cache"] == "1" for r in rows_c)
+    assert len(search) == 1
+    assert search[0]["rows"] == 12 + (12 - hits_c) and search[0]["hits"] == 12 + hits_c
+    assert total.endswith(f"{len(stats)} fingerprint(s)")
+
+
+def test_other_seed_other_search(full_runs):
+    out = full_runs["out"]
+    rows_a, rows_c = read_csv(out / "a" / "evaluations.csv"), read_csv(out / "c" / "evaluations.csv")
+    assert len(rows_c) == 12
+    assert rows_c[0]["genome_indices"] == ",".join(map(str, EXACT))  # all-exact always seeded
+    assert [r["genome_indices"] for r in rows_c] != [r["genome_indices"] for r in rows_a]
+    # genomes run a evaluated come from the cache, the others are computed
+    seen = {r["genome_indices"] for r in rows_a}
+    assert all(r["from_cache"] == ("1" if r["genome_indices"] in seen else "0") for r in rows_c)
+
+
+def test_run_id_taken(full_runs, cli):
+    r = cli(*FULL, "--budget", "12", "--out", full_runs["out"], "--run-id", "a", cache=full_runs["cache"])
+    assert r.rc == 2 and len(r.err_lines) == 1
+    assert "--run-id a:" in r.err_lines[0] and "--resume a" in r.err_lines[0]
+
+
+@pytest.mark.parametrize(
+    "flags, pattern",
+    [
+        (["--budget", "-1"], r"--budget: must be a positive"),
+        (["--crossover-prob", "1.5"], r"--crossover-prob: must be a probability"),
+        (["--mutation-eta", "0"], r"--mutation-eta: must be > 0"),
+        (["--mode", "bogus"], r"--mode: expected 'full' or 'surrogate'"),
+        (["--pop-size", "1"], r"--pop-size: must be at least 2"),
+        (["--resume", "nonexistent"], r"--resume: .*nonexistent.*config.json not found"),
+    ],
+)
+def test_bad_run_flags(cli, tmp_path, flags, pattern):
+    r = cli("run", "--search-images", "20", "--out", tmp_path / "runs", *flags, cache=tmp_path / "c")
+    assert r.rc == 2, r.err
+    assert len(r.err_lines) == 1 and r.err_lines[0].startswith("error: "), r.err
+    assert re.search(pattern, r.err_lines[0]), r.err_lines[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_resume_corrupt_config(cli, tmp_path):
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "config.json").write_text('{"search": {"budget": 1, "bogus_key": 2}}')
+    r = cli("run", "--out", tmp_path / "runs", "--resume", "x", cache=tmp_path / "c")
+    assert r.rc == 2 and len(r.err_lines) == 1 and "is not a run configuration" in r.err_lines[0]
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _rows(db: Path, run_id: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM evaluations WHERE run_id = ?", (run_id,)).fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_front(project, cli, tmp_path, subprocess_env):
+    cache, out = tmp_path / "cache", tmp_path / "runs"
+    db = cache / "evaluations.sqlite"
+    search = ["--budget", "60", "--seed", "1", "--no-test"]
+    argv = [PYTHON, "-m", "surrogate_nas", *FULL, *search, "--out", str(out), "--run-id", "r",
+            *project.flags(cache=cache)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=subprocess_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while _rows(db, "r") < 5:
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended (rc {proc.returncode}) before it could be killed: "
+                            f"{proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("no evaluations reached the cache within 90 s")
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    done_before = _rows(db, "r")
+    assert 5 <= done_before < 60
+
+    r = cli("run", "--resume", "r", "--no-test", "--out", out, cache=cache)  # --no-test is not saved
+    assert r.rc == 0, r.err
+    assert "resuming r with its saved configuration" in r.out
+    rows = read_csv(out / "r" / "evaluations.csv")
+    assert len(rows) == 60 and all(x["from_cache"] == "0" for x in rows)  # its own rows, replayed
+    assert _rows(db, "r") == 60
+    assert "test_accuracy" not in (out / "r" / "front.csv").read_text().splitlines()[0]
+    progress = json.loads((out / "r" / "progress.json").read_text())
+    assert progress["evaluations"] == 60 and progress["cache_hits"] == 0
+
+    # the same search uninterrupted (another run id, same cache: answered from it)
+    fresh = tmp_path / "fresh"
+    r = cli(*FULL, *search, "--out", fresh, "--run-id", "u", cache=cache)
+    assert r.rc == 0, r.err
+    assert _front(fresh / "u") == _front(out / "r")
+    again = read_csv(fresh / "u" / "evaluations.csv")
+    assert [x["genome_indices"] for x in again] == [x["genome_indices"] for x in rows]
+    assert all(x["from_cache"] == "1" for x in again)
+    assert _rows(db, "u") == 0

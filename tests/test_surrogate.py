@@ -1,0 +1,231 @@
+"""Accuracy surrogate, genome features, seeding and screening, and a surrogate-mode run
+through the CLI (real model, sklearn, pymoo and SQLite cache)."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+from conftest import EXACT_INDEX, POWERS, isolated_cwd, read_csv
+from sklearn.base import clone
+
+from surrogate_nas.surrogate import AccuracySurrogate, feature_names, select_kind
+from surrogate_nas.surrogate_search import SURROGATE_COLUMNS, build_features, pick_for_truth, seed_genomes
+
+EXACT = (EXACT_INDEX,) * 5
+SMALL = dict(n_estimators=15, n_members=3)
+
+
+def toy_data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    y = 0.5 + 0.2 * np.tanh(X[:, 0]) - 0.1 * X[:, 1] ** 2 + 0.01 * rng.normal(size=n)
+    return X, y
+
+
+# --------------------------------------------------------------------------- AccuracySurrogate
+
+
+def test_surrogate_sklearn_params_and_clone():
+    est = AccuracySurrogate(kind="hgb", n_estimators=15, learning_rate=0.1, max_depth=2, n_members=3, random_state=7)
+    params = est.get_params()
+    assert params == {"kind": "hgb", "n_estimators": 15, "learning_rate": 0.1, "max_depth": 2, "n_members": 3,
+                      "random_state": 7}
+    copy = clone(est)
+    assert copy is not est and copy.get_params() == params and not hasattr(copy, "members_")
+    assert copy.set_params(kind="gbr", n_members=2) is copy
+    assert copy.kind == "gbr" and copy.n_members == 2 and est.kind == "hgb"
+    with pytest.raises(ValueError):
+        est.set_params(no_such_param=1)
+
+
+@pytest.mark.parametrize("kind", ["gbr", "hgb"])
+def test_surrogate_fit_predict_shapes_and_std(kind):
+    X, y = toy_data()
+    est = AccuracySurrogate(kind=kind, random_state=1, **SMALL)
+    assert est.fit(X, y) is est
+    assert est.n_features_in_ == 6 and len(est.members_) == 3
+    mean = est.predict(X[:7])
+    assert mean.shape == (7,)
+    mu, sd = est.predict(X[:7], return_std=True)
+    assert mu.shape == sd.shape == (7,)
+    assert np.array_equal(mu, mean)
+    assert np.all(sd >= 0) and np.any(sd > 0)  # bootstrap members disagree somewhere
+    assert -1.0 < est.score(X, y) <= 1.0  # RegressorMixin: R^2
+
+
+def test_surrogate_deterministic_per_random_state():
+    X, y = toy_data()
+    a = AccuracySurrogate(random_state=3, **SMALL).fit(X, y).predict(X, return_std=True)
+    b = AccuracySurrogate(random_state=3, **SMALL).fit(X, y).predict(X, return_std=True)
+    c = AccuracySurrogate(random_state=4, **SMALL).fit(X, y).predict(X, return_std=True)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_surrogate_single_member_has_zero_std():
+    X, y = toy_data()
+    _, sd = AccuracySurrogate(kind="gbr", n_estimators=10, n_members=1).fit(X, y).predict(X, return_std=True)
+    assert np.all(sd == 0)
+
+
+def test_surrogate_bad_kind():
+    X, y = toy_data()
+    with pytest.raises(ValueError, match="kind"):
+        AccuracySurrogate(kind="svm").fit(X, y)
+
+
+def test_select_kind():
+    X, y = toy_data(30)
+    kind, scores = select_kind(X, y, random_state=0)
+    assert kind in ("gbr", "hgb") and set(scores) == {"gbr", "hgb"}
+    assert scores[kind] == max(scores.values())
+    assert select_kind(X, y, random_state=0) == (kind, scores)
+
+
+def test_select_kind_few_points():
+    """The surrogate run starts from as few as pop_size seed points."""
+    X, y = toy_data(4)
+    kind, scores = select_kind(X, y, random_state=0)
+    assert kind in ("gbr", "hgb")
+
+
+# --------------------------------------------------------------------------- features
+
+
+@pytest.fixture(scope="module")
+def features(evaluator, catalog):
+    ctx = types.SimpleNamespace(evaluator=evaluator, catalog=catalog)
+    return build_features(ctx, evaluator.energy_model)
+
+
+def test_feature_matrix_shape_and_columns(features, evaluator, catalog):
+    names = feature_names()
+    assert len(names) == 5 * 11 + 4 == 59 and len(set(names)) == 59
+    genomes = np.array([EXACT, (0, 1, 2, 3, 4), (4, 4, 4, 4, 4), (2, 0, 3, 1, 4)])
+    F = features.transform(genomes)
+    assert F.shape == (4, 59) and np.all(np.isfinite(F))
+    col = {n: i for i, n in enumerate(names)}
+    macs = np.array([i.macs for i in evaluator.infos], dtype=np.float64)
+    for r, genome in enumerate(genomes):
+        for layer, m in enumerate(genome):
+            entry = catalog[int(m)]
+            assert F[r, col[f"l{layer + 1}_power_mw"]] == entry.power_mw
+            assert F[r, col[f"l{layer + 1}_mae"]] == entry.metrics.mae
+            assert F[r, col[f"l{layer + 1}_wce"]] == entry.metrics.wce
+            assert F[r, col[f"l{layer + 1}_error_std"]] == entry.metrics.error_std
+            assert F[r, col[f"l{layer + 1}_mac_share"]] == pytest.approx(macs[layer] / macs.sum())
+        assert F[r, col["energy"]] == pytest.approx(evaluator.energy(genome))
+        noise_std = [F[r, col[f"l{l + 1}_noise_std"]] for l in range(5)]
+        noise_bias = [F[r, col[f"l{l + 1}_noise_bias"]] for l in range(5)]
+        assert F[r, col["noise_std_sum"]] == pytest.approx(sum(noise_std))
+        assert F[r, col["noise_std_max"]] == pytest.approx(max(noise_std))
+        assert F[r, col["noise_bias_abs_sum"]] == pytest.approx(sum(abs(b) for b in noise_bias))
+    # the exact multiplier adds no noise; the constant-0 one adds a negative bias
+    assert all(F[0, col[f"l{l + 1}_noise_std"]] == 0 and F[0, col[f"l{l + 1}_noise_bias"]] == 0 for l in range(5))
+    assert all(F[2, col[f"l{l + 1}_noise_bias"]] < 0 for l in range(5))
+    assert np.array_equal(features.transform([0, 1, 2, 3, 4]), F[1:2])  # one genome, flat
+
+
+# --------------------------------------------------------------------------- seeding, screening
+
+
+def test_seed_genomes():
+    powers = np.array([POWERS[n] for n in ("trunc", "exact", "lowbits", "noisy", "zero")])
+    seeds = seed_genomes(12, 5, EXACT_INDEX, powers, np.random.default_rng(0))
+    assert len(seeds) == 12 and len(set(seeds)) == 12
+    assert seeds[0] == EXACT
+    uniform = [g for g in seeds[1:] if len(set(g)) == 1]
+    # the four other circuits, each everywhere, by power: zero, lowbits, trunc, noisy
+    assert uniform == [(4,) * 5, (2,) * 5, (0,) * 5, (3,) * 5] == seeds[1:5]
+    assert all(0 <= v < 5 for g in seeds for v in g)
+    assert seeds == seed_genomes(12, 5, EXACT_INDEX, powers, np.random.default_rng(0))
+    assert seeds != seed_genomes(12, 5, EXACT_INDEX, powers, np.random.default_rng(1))
+    few = seed_genomes(3, 5, EXACT_INDEX, powers, np.random.default_rng(0))
+    assert few[0] == EXACT and len(set(few)) == 3
+
+
+def test_pick_for_truth_prefers_clear_improvement():
+    # points as (1 - accuracy, energy), inside the default HV reference
+    front = [[0.05, 0.95], [0.2, 0.6]]  # accuracy 0.95 at energy 0.95, 0.80 at 0.6
+    mu = np.array([0.75, 0.94, 0.85, 0.93])
+    energies = np.array([0.9, 0.3, 0.95, 0.35])
+    assert pick_for_truth(mu, np.zeros(4), energies, front, 1) == [1]
+    two = pick_for_truth(mu, np.zeros(4), energies, front, 2)
+    assert two[0] == 1 and len(set(two)) == 2
+    # an uncertain candidate can win through its optimistic bound (mean + kappa * std)
+    uncertain = np.array([0.0, 0.0, 0.15, 0.0])
+    cheap = np.array([0.9, 0.3, 0.25, 0.35])
+    assert pick_for_truth(mu, np.zeros(4), cheap, front, 1) == [1]
+    assert pick_for_truth(mu, uncertain, cheap, front, 1, kappa=1.0) == [2]
+    assert pick_for_truth(mu, uncertain, cheap, front, 1, kappa=0.0) == [1]
+
+
+def test_pick_for_truth_without_gain_falls_back():
+    front = [[0.0, 0.05]]  # perfect accuracy at 5 % energy dominates everything
+    mu = np.array([0.5, 0.9, 0.7])
+    picked = pick_for_truth(mu, np.zeros(3), np.array([0.5, 0.5, 0.9]), front, 2)
+    assert picked == [1, 0]  # best predicted accuracy per energy
+    everything = pick_for_truth(mu, np.zeros(3), np.array([0.5, 0.5, 0.9]), front, 5)
+    assert sorted(everything) == [0, 1, 2]  # k larger than the candidates: each once
+
+
+# --------------------------------------------------------------------------- surrogate-mode run
+
+
+@pytest.fixture(scope="module")
+def surrogate_run(project, tmp_path_factory):
+    from surrogate_nas import cli
+
+    base = tmp_path_factory.mktemp("surrogate")
+    out, cache = base / "runs", base / "cache"
+    argv = ["run", "--budget", "25", "--pop-size", "4", "--offspring-factor", "3", "--search-images", "20",
+            "--test-images", "20", "--seed", "2", "--out", str(out), "--run-id", "s"]
+    with isolated_cwd(base):
+        rc = cli.main(argv + project.flags(cache=cache))
+    return rc, out / "s", cache
+
+
+def test_surrogate_run_outputs(surrogate_run):
+    rc, run, _ = surrogate_run
+    assert rc == 0
+    for name in ("config.json", "evaluations.csv", "front.csv", "front.png", "hv.png", "report.txt",
+                 "surrogate.csv", "surrogate.png", "surrogate_choice.txt"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())["search"]
+    assert config["mode"] == "surrogate" and config["offspring_factor"] == 3
+    log = read_csv(run / "surrogate.csv")
+    assert log and list(log[0]) == list(SURROGATE_COLUMNS)
+    assert all(row["kind"] in ("gbr", "hgb") for row in log)
+    generations = [int(row["generation"]) for row in log]
+    assert generations == sorted(generations) and len(set(generations)) == len(generations)
+    assert (run / "surrogate_choice.txt").read_text().startswith("chosen: ")
+
+
+def test_surrogate_run_reports_only_true_evaluations(surrogate_run):
+    _, run, cache = surrogate_run
+    rows = read_csv(run / "evaluations.csv")
+    assert 0 < len(rows) <= 25
+    genomes = [r["genome_indices"] for r in rows]
+    assert len(set(genomes)) == len(genomes)
+    assert genomes[0] == ",".join(map(str, EXACT)) and rows[0]["reason"] == "seed"
+    assert {r["reason"] for r in rows} <= {"seed", "screened", "drift"}
+    accuracy = {r["genome_indices"]: r["accuracy"] for r in rows}
+    front = read_csv(run / "front.csv")
+    assert front
+    for r in front:
+        assert r["genome_indices"] in accuracy, r  # never a predicted-only genome
+        assert r["search_accuracy"] == accuracy[r["genome_indices"]]
+    progress = json.loads((run / "progress.json").read_text())
+    assert progress["evaluations"] == len(rows) <= progress["budget"] == 25
+    # every truly evaluated genome is in the cache under the search fingerprint
+    from surrogate_nas.cache import EvalCache
+
+    fp = json.loads((run / "config.json").read_text())["fingerprint"]
+    with EvalCache(cache / "evaluations.sqlite") as c:
+        cached = c.get_many(fp, [tuple(int(v) for v in g.split(",")) for g in genomes])
+    assert len(cached) == len(genomes)
+    n_log = sum(int(row["n_fresh"]) for row in read_csv(run / "surrogate.csv"))
+    assert n_log == sum(r["reason"] in ("screened", "drift") for r in rows)
