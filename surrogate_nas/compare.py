@@ -4,7 +4,6 @@ method reach per true evaluation?"""
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from surrogate_nas.errors import UserError
+from surrogate_nas.report import write_table
 from surrogate_nas.search import HV_REFERENCE, BudgetExhausted, SearchConfig, TrueEvaluations, hypervolume
 
 METHODS = ("surrogate", "full", "random", "optuna")
@@ -140,19 +140,6 @@ def evaluations_to_reach(runs: list[MethodRun], method: str, target: float) -> f
     return float(np.median(counts))
 
 
-def write_tables(out_dir: Path, rows: list[dict], notes: list[str]) -> None:
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    with open(out_dir / "summary.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(fmt(row.get(k, "")) for k in keys) + " |" for row in rows]
-    lines += [""] + notes
-    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
-
-
 def plot_comparison(out_dir: Path, runs: list[MethodRun]) -> None:
     from surrogate_nas.report import plt
 
@@ -211,6 +198,6 @@ def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base
         reach = evaluations_to_reach(runs, "full", target)
         reach_text = "not reached" if reach is None or not np.isfinite(reach) else f"{reach:.0f}"
         notes.append(f"Surrogate median HV at {budget}: {target:.4f}; full-mode evaluations to reach it (median): {reach_text}.")
-    write_tables(out_dir, rows, notes)
+    write_table(out_dir, rows, notes)
     plot_comparison(out_dir, runs)
     return runs, rows, notes

@@ -13,6 +13,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 from surrogate_nas.genome import format_layers, genome_names  # noqa: E402
 
 
+def write_table(out_dir: Path, rows: list[dict], notes=()) -> None:
+    """summary.csv and summary.md (a Markdown table plus notes) from rows of dicts."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with open(out_dir / "summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(row.get(k, "")) for k in keys) + " |" for row in rows]
+    (out_dir / "summary.md").write_text("\n".join(lines + [""] + list(notes)) + "\n")
+
+
 def write_evaluations_csv(path: Path, evaluations, catalog) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)

@@ -3,7 +3,6 @@ surrogate mode, summarised in one table and one plot."""
 
 from __future__ import annotations
 
-import csv
 import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from surrogate_nas.errors import UserError
+from surrogate_nas.report import write_table
 from surrogate_nas.search import SearchConfig, hypervolume
 
 STUDY_KEYS = {"name", "modes", "description"} | {f.name for f in fields(SearchConfig)}
@@ -69,23 +69,9 @@ def run_studies(ctx, paths: list[Path], out_dir: Path, overrides: dict) -> list[
                 "saving_at_1pp_%": best_saving(result.front, result.test_scores, exact, 1.0),
                 "true_evals": len(result.evaluations), "computed": result.computed, "wall_s": round(result.seconds),
             })
-    write_summary(out_dir, rows)
+    write_table(out_dir, rows)
     plot_study_fronts(out_dir, results)
     return rows
-
-
-def write_summary(out_dir: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    keys = list(rows[0])
-    with open(out_dir / "summary.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
-    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
 def plot_study_fronts(out_dir: Path, results: dict) -> None:
