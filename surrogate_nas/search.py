@@ -150,8 +150,7 @@ class TrueEvaluations:
             accuracy, seconds = record.accuracy, record.seconds
         else:
             accuracy, seconds = self.score_fn(key)
-            energy = self.energy_fn(key)
-            self.cache.put(self.fingerprint, key, accuracy, energy, self.n_images, seconds, self.run_id)
+            self.cache.put(self.fingerprint, key, accuracy, self.energy_fn(key), self.n_images, seconds, self.run_id)
             from_cache = False
             self.computed += 1
         evaluation = Evaluation(key, float(accuracy), float(self.energy_fn(key)), from_cache, generation, float(seconds), reason)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
-import os
 import pickle
 import signal
 import sqlite3

@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 
 from surrogate_nas.errors import UserError
+from surrogate_nas.session import DEFAULT_TRAIN_EPOCHS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the AlexNet-style CIFAR-10 model and write its card")
-    p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
+    p.add_argument("--epochs", type=int, default=DEFAULT_TRAIN_EPOCHS, help=f"training epochs (default {DEFAULT_TRAIN_EPOCHS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--train-images", type=int, default=None, help="use only the first N training images (smoke runs)")
