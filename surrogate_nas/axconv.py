@@ -43,7 +43,7 @@ from surrogate_nas.multipliers import error_table, exact_table, load_lut
 QMAX = 255.0
 # Exact-mode error tables of higher rank are summed by gathering (cost independent of
 # rank) instead of by factors; set from bench_axconv.py measurements.
-GATHER_RANK_THRESHOLD = 20
+GATHER_RANK_THRESHOLD = 30
 # Largest stacked-component tensor (bytes) materialised at once; bigger ranks are chunked.
 DEFAULT_CHUNK_BYTES = 192 * 1024 * 1024
 

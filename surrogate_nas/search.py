@@ -150,7 +150,9 @@ class TrueEvaluations:
             accuracy, seconds = record.accuracy, record.seconds
         else:
             accuracy, seconds = self.score_fn(key)
-            self.cache.put(self.fingerprint, key, accuracy, self.energy_fn(key), self.n_images, seconds, self.run_id)
+            # First writer wins: another process may have stored this genome meanwhile.
+            stored = self.cache.put(self.fingerprint, key, accuracy, self.energy_fn(key), self.n_images, seconds, self.run_id)
+            accuracy = stored.accuracy
             from_cache = False
             self.computed += 1
         evaluation = Evaluation(key, float(accuracy), float(self.energy_fn(key)), from_cache, generation, float(seconds), reason)
