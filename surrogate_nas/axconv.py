@@ -553,6 +553,7 @@ class AxConv2D(keras.layers.Layer):
         self.multiplier = multiplier
         self._tables = _Tables()
         self.rank = 0
+        self.compensation = None
         if multiplier is not None:
             self.set_multiplier(multiplier, max_rank=max_rank)
 
@@ -574,10 +575,17 @@ class AxConv2D(keras.layers.Layer):
                 initializer=keras.initializers.Constant(np.array(init, np.float32)),
                 trainable=False,
             )
+        # Compensation offsets (see surrogate_nas.compensation): subtracted from the
+        # output; a weight so that an exported design keeps them.
+        self.bias_offset = self.add_weight(name="bias_offset", shape=(self.filters,), initializer="zeros", trainable=False)
 
-    def set_multiplier(self, lut=None, max_rank: int | None = None, input_weights=None, kernel_weights=None) -> Decomposition:
+    def set_multiplier(
+        self, lut=None, max_rank: int | None = None, input_weights=None, kernel_weights=None, compensation=None
+    ) -> Decomposition:
         """Use table `lut` (None = exact); with `max_rank`, the truncated mode.
 
+        `compensation` (a `surrogate_nas.compensation.Compensation`) remaps the table's
+        weight columns and sets the per-channel bias offsets; None clears both.
         High-rank tables in exact mode use the gathered path; its per-tap table follows
         the kernel (rebuilt in the graph on the first call after the weights change).
         """
@@ -588,6 +596,14 @@ class AxConv2D(keras.layers.Layer):
             name = getattr(lut, "name", None) or (str(lut) if isinstance(lut, (str, Path)) else "custom")
         path = str(lut) if isinstance(lut, (str, Path)) else None
         lut = as_lut(lut)
+        self.compensation = compensation
+        if compensation is not None:
+            lut = as_lut(compensation.table(lut))
+        if self.built:
+            offset = None if compensation is None else compensation.bias_offset
+            self.bias_offset.assign(np.zeros(self.filters, np.float32) if offset is None else np.asarray(offset, np.float32))
+        elif compensation is not None and compensation.bias_offset is not None:
+            raise ValueError(f"layer {self.name}: build the layer before setting bias offsets")
         dec = decompose(lut, max_rank=max_rank, input_weights=input_weights, kernel_weights=kernel_weights)
         gathered = max_rank is None and dec.rank > GATHER_RANK_THRESHOLD
         tables = self._tables
@@ -605,6 +621,22 @@ class AxConv2D(keras.layers.Layer):
         self.max_rank = max_rank
         self.rank = dec.rank
         return dec
+
+    def kernel_codes(self) -> np.ndarray:
+        """The 8-bit codes of the kernel as the op quantizes it (int, HWIO)."""
+        kernel = tf.convert_to_tensor(self.kernel)
+        k_min, k_max = tf.reduce_min(kernel), tf.reduce_max(kernel)
+        k_q = tf.quantization.fake_quant_with_min_max_vars(kernel, k_min, k_max, num_bits=8)
+        scale, inv, m, zp = nudge(k_min, k_max)
+        return quantize_codes(k_q, inv, m, zp, scale).numpy().astype(np.int64)
+
+    def scales(self) -> tuple[float, float]:
+        """(input scale, kernel scale) of the calibrated quantization."""
+        lo, hi = (float(v) for v in self.input_range.numpy())
+        kernel = self.kernel.numpy()
+        s_in = nudge(tf.constant(lo), tf.constant(hi))[0]
+        s_w = nudge(tf.reduce_min(kernel), tf.reduce_max(kernel))[0]
+        return float(s_in), float(s_w)
 
     def set_input_range(self, low: float, high: float) -> None:
         if self.quantization != "calibrated":
@@ -635,6 +667,7 @@ class AxConv2D(keras.layers.Layer):
         y = approx_conv_core(
             x_q, k_q, (in_min, in_max), (k_min, k_max), self.strides, self.padding.upper(), error_fn
         )
+        y = y - self.bias_offset
         if self.use_bias:
             y = y + self.bias
         return self.activation(y)

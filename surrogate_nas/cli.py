@@ -13,7 +13,7 @@ import sys
 from surrogate_nas import __version__
 from surrogate_nas.errors import UserError
 
-COMMANDS = ("multipliers", "train", "evaluate", "run", "compare", "study", "cache")
+COMMANDS = ("multipliers", "train", "evaluate", "run", "summarize", "compare", "study", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ class Paths:
     cache: Path
     model: Path | None
     config_file: Path | None = None
+    from_config_file: frozenset = frozenset()  # keys whose value came from the config file
 
 
 def find_config_file(start: Path | None = None) -> Path | None:
@@ -73,6 +74,7 @@ def resolve_paths(**flags: str | Path | None) -> Paths:
     config_file = find_config_file()
     from_file = _read_config(config_file) if config_file else {}
     values: dict[str, Path | None] = {}
+    from_config: set[str] = set()
     for key in KEYS:
         flag = flags.get(key)
         env = os.environ.get(ENV[key])
@@ -82,9 +84,11 @@ def resolve_paths(**flags: str | Path | None) -> Paths:
             values[key] = Path(env).expanduser()
         else:
             values[key] = from_file.get(key)
+            if key in from_file:
+                from_config.add(key)
     if values["cache"] is None:
         values["cache"] = Path("cache")
-    return Paths(config_file=config_file, **values)  # type: ignore[arg-type]
+    return Paths(config_file=config_file, from_config_file=frozenset(from_config), **values)  # type: ignore[arg-type]
 
 
 def require(path: Path | None, key: str, what: str) -> Path:

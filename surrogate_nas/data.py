@@ -247,7 +247,8 @@ def _load_keras() -> Cifar10:
         (x_train, y_train), (x_test, y_test) = _keras_load_data()
     except Exception:
         raise UserError(
-            "no dataset configured and the CIFAR-10 download failed: pass --data or set SURROGATE_NAS_DATA"
+            "CIFAR-10 download failed (no network?): pass --data PATH to a local copy "
+            "(official release, image folder or .tar.gz) or set SURROGATE_NAS_DATA"
         ) from None
     arrays = [np.ascontiguousarray(x_train, np.uint8), np.asarray(y_train, np.uint8).reshape(-1),
               np.ascontiguousarray(x_test, np.uint8), np.asarray(y_test, np.uint8).reshape(-1)]

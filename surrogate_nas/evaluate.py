@@ -15,7 +15,8 @@ from surrogate_nas.errors import UserError
 
 EVAL_BATCH = 500
 # Bump when the emulation's arithmetic changes: it invalidates cached accuracies.
-EMULATION_VERSION = "axconv-1"
+EMULATION_VERSION = "axconv-2"
+CALIBRATION_IMAGES = 2000  # training images behind the compensation statistics
 
 
 def top1(predict, images: np.ndarray, labels: np.ndarray, batch_size: int = EVAL_BATCH) -> float:
@@ -28,6 +29,15 @@ def top1(predict, images: np.ndarray, labels: np.ndarray, batch_size: int = EVAL
 
 
 SPLITS = ("validation", "test")
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class ImageSet:
             "n_images": int(len(self.labels)),
             "indices_sha256": hashlib.sha256(self.indices.astype(np.int64).tobytes()).hexdigest(),
             "data_sha256": self.data_sha256,
+            "images_sha256": _digest(self.images, self.labels),
         }
 
 
@@ -66,6 +77,27 @@ def select_images(splits, data_sha256: str, split: str = "validation", n_images:
     return ImageSet(x[idx], np.asarray(y[idx]), split, idx, data_sha256)
 
 
+def calibration_set(splits, data_sha256: str, seed: int = 0) -> ImageSet:
+    """The training images behind calibration: the same ones `train` measured the
+    input ranges on (seeded, so the card's `calibration_indices_sha256` matches)."""
+    from surrogate_nas.training_job import calibration_indices
+
+    idx = calibration_indices(len(splits.y_train), seed)
+    return ImageSet(splits.x_train[idx], np.asarray(splits.y_train[idx]), "train", idx, data_sha256)
+
+
+def _cross_entropy(logits, labels: np.ndarray) -> float:
+    logits = np.asarray(logits, np.float64)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return float(-np.mean(log_p[np.arange(len(labels)), labels]))
+
+
+def _device() -> str:
+    gpus = tf.config.list_logical_devices("GPU")
+    return "GPU" if gpus else "CPU"
+
+
 @dataclass(frozen=True)
 class Score:
     genome: tuple[int, ...]
@@ -79,7 +111,18 @@ class Evaluator:
     """Scores genomes with one approximate model built once; swapping genomes only
     reassigns table variables (no rebuild, no retrace)."""
 
-    def __init__(self, float_model, card: dict, catalog, image_set: ImageSet, batch_size: int = EVAL_BATCH):
+    def __init__(
+        self,
+        float_model,
+        card: dict,
+        catalog,
+        image_set: ImageSet,
+        batch_size: int = EVAL_BATCH,
+        compensation: str = "none",
+        calibration: ImageSet | None = None,
+        rule_store: Path | None = None,
+        quiet: bool = True,
+    ):
         from surrogate_nas.energy import EnergyModel
         from surrogate_nas.model import build_approx_model, conv_info, conv_layers
 
@@ -107,12 +150,55 @@ class Evaluator:
             "input_ranges": [list(map(float, r)) for r in ranges],
             "images": image_set.description,
             "catalog": catalog.fingerprint,
-            "emulation": {"method": EMULATION_VERSION, "quantization": "calibrated", "bits": 8, "max_rank": None},
+            "emulation": {"method": EMULATION_VERSION, "quantization": "calibrated", "bits": 8, "max_rank": None,
+                          "tensorflow": tf.__version__, "device": _device()},
+            "compensation": {"method": compensation},
         }
+        self.designs = self._designs(compensation, calibration, rule_store, quiet)
         self.fingerprint = hashlib.sha256(json.dumps(self.description, sort_keys=True).encode()).hexdigest()
 
+    def _designs(self, method: str, calibration: ImageSet | None, rule_store, quiet: bool):
+        from surrogate_nas.designs import RULE_IMAGES, LayerDesigns, channel_code_histograms
+
+        if method != "none" and calibration is None:
+            raise ValueError(f"compensation {method!r} needs calibration images")
+        exact = self.catalog.index(self.catalog.exact.name)
+        self.set_genome((exact,) * len(self.layers), None)
+        if calibration is not None:
+            hists = channel_code_histograms(self.model, self.layers, calibration.images)
+        else:  # pooled over channels: enough for the surrogate's statistics of "none"
+            hists = [np.asarray(h, np.int64)[None, :] for h in self.card["input_code_histograms"]]
+        designs = LayerDesigns(self.layers, self.catalog, method, hists)
+        if method != "none":
+            self.description["compensation"]["calibration_images_sha256"] = _digest(calibration.images, calibration.labels)
+        if method == "auto":
+            rule_x = calibration.images[:RULE_IMAGES].astype(np.float32)
+            rule_y = calibration.labels[:RULE_IMAGES]
+            loss = lambda: _cross_entropy(self._predict(tf.constant(rule_x)), rule_y)  # noqa: E731
+
+            def set_layer(layer, circuit, compensation):
+                entry = self.catalog[circuit]
+                self.layers[layer].set_multiplier(None if entry.is_exact else entry.lut, compensation=compensation)
+
+            key = designs.rule_key(self.description["model_weights_sha256"], _digest(rule_x, rule_y))
+            designs.choose(loss, set_layer, key, rule_store, quiet)
+            self.description["compensation"]["rule"] = hashlib.sha256(json.dumps(designs.rule).encode()).hexdigest()
+        self._current = [None] * len(self.layers)
+        return designs
+
     @classmethod
-    def from_paths(cls, model_path: Path, catalog, data, split: str = "validation", n_images: int | None = 2000, seed: int = 0):
+    def from_paths(
+        cls,
+        model_path: Path,
+        catalog,
+        data,
+        split: str = "validation",
+        n_images: int | None = 2000,
+        seed: int = 0,
+        compensation: str = "auto",
+        rule_store: Path | None = None,
+        quiet: bool = False,
+    ):
         import keras
 
         from surrogate_nas.data import make_splits
@@ -124,14 +210,22 @@ class Evaluator:
         except Exception as exc:  # keras raises many types for a bad file
             raise UserError(f"--model {model_path}: cannot load the model ({type(exc).__name__}: {exc})") from None
         splits = make_splits(data, seed=0)
-        return cls(float_model, card, catalog, select_images(splits, data.source_hash, split, n_images, seed))
+        calibration = calibration_set(splits, data.source_hash, int(card.get("seed", 0)))
+        return cls(float_model, card, catalog, select_images(splits, data.source_hash, split, n_images, seed),
+                   compensation=compensation, calibration=calibration, rule_store=rule_store, quiet=quiet)
 
-    def set_genome(self, genome) -> None:
+    def set_genome(self, genome, designs=...) -> None:
+        designs = self.designs if designs is ... else designs
         for i, (layer, index) in enumerate(zip(self.layers, genome)):
             if self._current[i] != int(index):
                 entry = self.catalog[int(index)]
-                layer.set_multiplier(None if entry.is_exact else entry.lut)
+                compensation = None if designs is None else designs.compensation(i, int(index))
+                layer.set_multiplier(None if entry.is_exact else entry.lut, compensation=compensation)
                 self._current[i] = int(index)
+
+    def design_labels(self, genome) -> list[str]:
+        """Compensation method of each layer for this genome."""
+        return self.designs.labels(genome)
 
     def accuracy(self, genome) -> float:
         self.set_genome(genome)

@@ -38,7 +38,20 @@ def genome_names(genome: Sequence[int], catalog) -> list[str]:
     return [catalog[int(i)].name for i in genome]
 
 
-def format_layers(genome: Sequence[int], catalog) -> str:
-    """The original project's report lines: `ConvLayer 1: mul8u_125K.bin`."""
-    return "\n".join(f"ConvLayer {i + 1}: {name}.bin" for i, name in enumerate(genome_names(genome, catalog)))
+def design_names(genome: Sequence[int], catalog, methods: Sequence[str] | None = None) -> list[str]:
+    """Circuit names, each with its compensation when one is applied: `mul8u_DM1 (bias)`."""
+    names = genome_names(genome, catalog)
+    if methods is None:
+        return names
+    return [name if method == "none" else f"{name} ({method})" for name, method in zip(names, methods)]
+
+
+def format_layers(genome: Sequence[int], catalog, methods: Sequence[str] | None = None) -> str:
+    """The original project's report lines: `ConvLayer 1: mul8u_125K.bin`, with the
+    compensation next to the circuit: `ConvLayer 2: mul8u_DM1.bin (bias)`."""
+    methods = methods or ["none"] * len(genome)
+    return "\n".join(
+        f"ConvLayer {i + 1}: {name}.bin" + ("" if method == "none" else f" ({method})")
+        for i, (name, method) in enumerate(zip(genome_names(genome, catalog), methods))
+    )
 

@@ -123,7 +123,8 @@ def build_approx_model(
                 name=layer.name,
             )
             x = ax(x)
-            ax.set_weights([kernel, bias] + ([] if quantization == "batch" else [ax.get_weights()[2]]))
+            ax.kernel.assign(kernel)
+            ax.bias.assign(bias)
             conv_index += 1
         elif isinstance(layer, (keras.layers.BatchNormalization, keras.layers.Dropout)):
             continue

@@ -13,6 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from surrogate_nas.genome import format_layers, genome_names  # noqa: E402
 
 
+def _no_methods(genome):
+    return ["none"] * len(genome)
+
+
 def write_table(out_dir: Path, rows: list[dict], notes=()) -> None:
     """summary.csv and summary.md (a Markdown table plus notes) from rows of dicts."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
@@ -26,41 +30,64 @@ def write_table(out_dir: Path, rows: list[dict], notes=()) -> None:
     (out_dir / "summary.md").write_text("\n".join(lines + [""] + list(notes)) + "\n")
 
 
-def write_evaluations_csv(path: Path, evaluations, catalog) -> None:
+def write_evaluations_csv(path: Path, evaluations, catalog, methods=_no_methods) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["order", "generation", "reason", "genome", "genome_indices", "accuracy", "energy", "from_cache", "seconds"])
+        writer.writerow(["order", "generation", "reason", "genome", "compensation", "genome_indices", "accuracy", "energy",
+                         "from_cache", "seconds"])
         for order, e in enumerate(evaluations):
             writer.writerow(
-                [order, e.generation, e.reason, ";".join(genome_names(e.genome, catalog)), ",".join(map(str, e.genome)),
-                 f"{e.accuracy:.6f}", f"{e.energy:.6f}", int(e.from_cache), f"{e.seconds:.3f}"]
+                [order, e.generation, e.reason, ";".join(genome_names(e.genome, catalog)), ";".join(methods(e.genome)),
+                 ",".join(map(str, e.genome)), f"{e.accuracy:.6f}", f"{e.energy:.6f}", int(e.from_cache), f"{e.seconds:.3f}"]
             )
 
 
-def write_front_csv(path: Path, front, catalog, test_scores: dict | None = None, exact_test: float | None = None) -> None:
+def _fmt(value: float | None, scale: float = 1.0, digits: int = 6) -> str:
+    return "" if value is None else f"{scale * value:.{digits}f}"
+
+
+def write_front_csv(path: Path, front, catalog, rescored: dict | None = None, exact_genome=None, methods=_no_methods) -> None:
+    """The front with its search-set accuracy and, when re-scored, its accuracy on the
+    whole validation split and on the test set (losses against all-exact)."""
+    rescored = rescored or {}
+    exact = rescored.get(tuple(exact_genome)) if exact_genome is not None else None
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        header = ["genome", "genome_indices", "search_accuracy", "energy", "energy_saving_pct"]
-        if test_scores is not None:
-            header += ["test_accuracy", "test_loss_pp"]
-        writer.writerow(header)
+        writer.writerow(["genome", "compensation", "genome_indices", "search_accuracy", "validation_accuracy", "test_accuracy",
+                         "energy", "energy_saving_pct", "validation_loss_pp", "test_loss_pp"])
         for e in front:
-            row = [";".join(genome_names(e.genome, catalog)), ",".join(map(str, e.genome)), f"{e.accuracy:.6f}",
-                   f"{e.energy:.6f}", f"{100 * (1 - e.energy):.2f}"]
-            if test_scores is not None:
-                test = test_scores.get(e.genome)
-                row += ["" if test is None else f"{test:.6f}",
-                        "" if test is None or exact_test is None else f"{100 * (exact_test - test):.2f}"]
-            writer.writerow(row)
+            val, test = rescored.get(e.genome, (None, None))
+            writer.writerow([
+                ";".join(genome_names(e.genome, catalog)), ";".join(methods(e.genome)), ",".join(map(str, e.genome)),
+                f"{e.accuracy:.6f}", _fmt(val), _fmt(test), f"{e.energy:.6f}", f"{100 * (1 - e.energy):.2f}",
+                "" if val is None or exact is None else f"{100 * (exact[0] - val):.2f}",
+                "" if test is None or exact is None else f"{100 * (exact[1] - test):.2f}",
+            ])
 
 
-def write_report(path: Path, front, catalog, header: str, test_scores: dict | None = None) -> None:
+def write_rescored_csv(path: Path, rescored: dict, front_genomes, exact_genome, catalog, energy, methods=_no_methods) -> None:
+    """Every re-scored genome (all-exact first): what `summarize` chooses from."""
+    front_genomes = set(front_genomes)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["role", "genome", "compensation", "genome_indices", "energy", "validation_accuracy", "test_accuracy"])
+        for genome, (val, test) in rescored.items():
+            role = "all-exact" if genome == tuple(exact_genome) else ("front" if genome in front_genomes else "other")
+            writer.writerow([role, ";".join(genome_names(genome, catalog)), ";".join(methods(genome)),
+                             ",".join(map(str, genome)), f"{energy(genome):.6f}", _fmt(val), _fmt(test)])
+            if role == "all-exact" and genome in front_genomes:  # also a front point
+                writer.writerow(["front", ";".join(genome_names(genome, catalog)), ";".join(methods(genome)),
+                                 ",".join(map(str, genome)), f"{energy(genome):.6f}", _fmt(val), _fmt(test)])
+
+
+def write_report(path: Path, front, catalog, header: str, rescored: dict | None = None, methods=_no_methods) -> None:
     lines = [header, ""]
     for i, e in enumerate(front, start=1):
         lines.append(f"# Pareto point {i}")
-        lines.append(format_layers(e.genome, catalog))
-        test = "" if not test_scores or e.genome not in test_scores else f", test accuracy {test_scores[e.genome]:.4f}"
-        lines.append(f"Accuracy (search set): {e.accuracy:.4f}{test}")
+        lines.append(format_layers(e.genome, catalog, methods(e.genome)))
+        val, test = (rescored or {}).get(e.genome, (None, None))
+        extra = "" if val is None else f", validation accuracy {val:.4f}, test accuracy {test:.4f}"
+        lines.append(f"Accuracy (search set): {e.accuracy:.4f}{extra}")
         lines.append(f"Relative energy: {e.energy:.4f} (saving {100 * (1 - e.energy):.1f} %)")
         lines.append("")
     path.write_text("\n".join(lines))

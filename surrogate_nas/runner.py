@@ -26,13 +26,21 @@ class RunResult:
     front: list
     evaluations: list
     hv_history: list[tuple[int, float]]
-    test_scores: dict
-    exact_test_accuracy: float | None
+    rescored: dict  # genome -> (validation accuracy, test accuracy)
+    exact_genome: tuple[int, ...]
     seconds: float
     cache_hits: int
     computed: int
     generations: int
     surrogate_log: list
+
+    @property
+    def test_scores(self) -> dict:
+        return {g: t for g, (_, t) in self.rescored.items()}
+
+    @property
+    def exact_test_accuracy(self) -> float | None:
+        return self.rescored.get(self.exact_genome, (None, None))[1]
 
 
 def new_run_id(config: SearchConfig) -> str:
@@ -54,40 +62,57 @@ def load_run_config(run_dir: Path) -> SearchConfig:
 class Context:
     """What a run needs loaded once: catalog, data, model, evaluators, cache."""
 
-    def __init__(self, paths, search_images: int, test_images: int | None, seed: int = 0, quiet: bool = False):
+    def __init__(self, paths, search_images: int, test_images: int | None, seed: int = 0, quiet: bool = False,
+                 compensation: str = "auto"):
         from surrogate_nas.cache import EvalCache, default_cache_file
         from surrogate_nas.evaluate import Evaluator
         from surrogate_nas.session import ensure_model, load_catalog_from, load_data_from
 
         self.paths = paths
+        self.quiet = quiet
         self.catalog = load_catalog_from(paths)
         self.model_path = ensure_model(paths)
         self.data = load_data_from(paths)
-        self.evaluator = Evaluator.from_paths(self.model_path, self.catalog, self.data, "validation", search_images, seed)
-        self._test_args = (test_images, seed)
-        self._test_evaluator = None
+        self.compensation = compensation
+        self.rule_store = Path(paths.cache)
+        self.evaluator = self._evaluator("validation", search_images, seed)
+        self._rescore_args = {"validation": (None, seed), "test": (test_images, seed)}
+        self._rescore_evaluators: dict = {}
         self.cache = EvalCache(default_cache_file(Path(paths.cache)))
         self.cache.register_fingerprint(self.evaluator.fingerprint, self.evaluator.description)
         self.exact_index = self.catalog.index(self.catalog.exact.name)
-        self.quiet = quiet
+
+    def _evaluator(self, split: str, n_images: int | None, seed: int):
+        from surrogate_nas.evaluate import Evaluator
+
+        return Evaluator.from_paths(self.model_path, self.catalog, self.data, split, n_images, seed,
+                                    compensation=self.compensation, rule_store=self.rule_store, quiet=self.quiet)
+
+    def rescore_evaluator(self, split: str):
+        """Evaluator of the final re-scoring: all validation images, or the test set."""
+        if split not in self._rescore_evaluators:
+            ev = self._evaluator(split, *self._rescore_args[split])
+            self.cache.register_fingerprint(ev.fingerprint, ev.description)
+            self._rescore_evaluators[split] = ev
+        return self._rescore_evaluators[split]
 
     @property
     def test_evaluator(self):
-        if self._test_evaluator is None:
-            from surrogate_nas.evaluate import Evaluator
+        return self.rescore_evaluator("test")
 
-            n, seed = self._test_args
-            self._test_evaluator = Evaluator.from_paths(self.model_path, self.catalog, self.data, "test", n, seed)
-            self.cache.register_fingerprint(self._test_evaluator.fingerprint, self._test_evaluator.description)
-        return self._test_evaluator
+    def methods(self, genome) -> list[str]:
+        return self.evaluator.design_labels(genome)
 
     def score(self, genome) -> tuple[float, float]:
         s = self.evaluator.score(genome)
         return s.accuracy, s.seconds
 
     def test_accuracy(self, genome, run_id: str) -> float:
-        """Test-set accuracy, through the same cache (its own fingerprint)."""
-        ev = self.test_evaluator
+        return self.rescored_accuracy("test", genome, run_id)
+
+    def rescored_accuracy(self, split: str, genome, run_id: str) -> float:
+        """Accuracy on the re-scoring images of `split`, through the same cache (own fingerprint)."""
+        ev = self.rescore_evaluator(split)
         key = tuple(int(g) for g in genome)
         record = self.cache.get(ev.fingerprint, key)
         if record is not None:
@@ -147,18 +172,28 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     seconds = time.time() - start
 
     front = truth.front()
-    test_scores: dict = {}
-    exact_test = None
+    exact = (ctx.exact_index,) * len(ctx.evaluator.layers)
+    rescored: dict = {}
     if config.evaluate_test:
-        genomes = [e.genome for e in front]
-        exact = (ctx.exact_index,) * 5
-        for genome in tqdm([exact] + [g for g in genomes if g != exact], desc="test set", disable=ctx.quiet):
-            test_scores[genome] = ctx.test_accuracy(genome, run_id)
-        exact_test = test_scores[exact]
-    result = RunResult(run_id, run_dir, front, list(truth.archive.values()), hv_history, test_scores, exact_test,
+        for genome in tqdm(rescore_genomes(front, truth, exact, config.rescore_floor_pp), desc="re-scoring the front",
+                           disable=ctx.quiet):
+            rescored[genome] = (ctx.rescored_accuracy("validation", genome, run_id),
+                                ctx.rescored_accuracy("test", genome, run_id))
+    result = RunResult(run_id, run_dir, front, list(truth.archive.values()), hv_history, rescored, exact,
                        seconds, truth.cache_hits, truth.computed, generations, surrogate_log)
     write_outputs(result, ctx, config)
     return result
+
+
+def rescore_genomes(front, truth: TrueEvaluations, exact, floor_pp: float | None) -> list[tuple[int, ...]]:
+    """All-exact, then the front points whose search-set accuracy is within `floor_pp` of
+    all-exact's (None: every front point). Points below are of no use to anyone, and
+    re-scoring one costs ~7 search-set evaluations."""
+    genomes = [tuple(exact)]
+    reference = truth.archive.get(tuple(exact))
+    if floor_pp is not None and reference is not None:
+        front = [e for e in front if e.accuracy >= reference.accuracy - floor_pp / 100]
+    return genomes + [e.genome for e in front if e.genome != tuple(exact)]
 
 
 def _write_config(run_dir: Path, ctx: Context, config: SearchConfig, run_id: str) -> None:
@@ -178,6 +213,8 @@ def _write_config(run_dir: Path, ctx: Context, config: SearchConfig, run_id: str
         "catalog_names": ctx.catalog.names,
         "data": ctx.data.source,
         "hv_reference": {"accuracy": 1 - HV_REFERENCE[0], "energy": HV_REFERENCE[1]},
+        "rescore": {"validation_images": "all", "test_images": config.test_images or "all",
+                    "floor_pp": config.rescore_floor_pp},
         "versions": {
             "surrogate_nas": __version__,
             "tensorflow": tf.__version__,
@@ -193,33 +230,49 @@ def _write_config(run_dir: Path, ctx: Context, config: SearchConfig, run_id: str
 def _write_progress(run_dir: Path, ctx: Context, truth: TrueEvaluations, generation: int | None) -> None:
     from surrogate_nas.report import write_evaluations_csv
 
-    write_evaluations_csv(run_dir / "evaluations.csv", list(truth.archive.values()), ctx.catalog)
+    write_evaluations_csv(run_dir / "evaluations.csv", list(truth.archive.values()), ctx.catalog, ctx.methods)
     state = {"generations_done": generation, "evaluations": truth.used, "budget": truth.budget,
              "computed": truth.computed, "cache_hits": truth.cache_hits}
     (run_dir / "progress.json").write_text(json.dumps(state) + "\n")
 
 
 def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None:
-    from surrogate_nas.report import plot_front, plot_hv, write_evaluations_csv, write_front_csv, write_report
+    from surrogate_nas.report import (
+        plot_front,
+        plot_hv,
+        write_evaluations_csv,
+        write_front_csv,
+        write_report,
+        write_rescored_csv,
+    )
+    from surrogate_nas.summary import format_summary, summarize
 
     d = result.run_dir
     catalog = ctx.catalog
-    write_evaluations_csv(d / "evaluations.csv", result.evaluations, catalog)
-    write_front_csv(d / "front.csv", result.front, catalog, result.test_scores or None, result.exact_test_accuracy)
+    methods = ctx.methods
+    write_evaluations_csv(d / "evaluations.csv", result.evaluations, catalog, methods)
+    write_front_csv(d / "front.csv", result.front, catalog, result.rescored, result.exact_genome, methods)
     header = (
         f"run {result.run_id}: mode {config.mode}, budget {config.budget}, pop {config.pop_size}, "
         f"generations {result.generations}, {len(result.evaluations)} true evaluations "
         f"({result.computed} computed, {result.cache_hits} from cache), {result.seconds:.0f} s; "
         f"search set {len(ctx.evaluator.image_set.labels)} validation images"
     )
-    if result.exact_test_accuracy is not None:
-        header += f"; all-exact test accuracy {result.exact_test_accuracy:.4f}"
-    write_report(d / "report.txt", result.front, catalog, header, result.test_scores or None)
-    exact = (ctx.exact_index,) * 5
-    plot_front(d / "front.png", result.evaluations, result.front, exact, f"{config.mode} NSGA-II, {result.run_id}")
+    if result.rescored:
+        val, test = result.rescored[result.exact_genome]
+        header += f"; all-exact validation accuracy {val:.4f}, test accuracy {test:.4f}"
+    write_report(d / "report.txt", result.front, catalog, header, result.rescored, methods)
+    plot_front(d / "front.png", result.evaluations, result.front, result.exact_genome,
+               f"{config.mode} NSGA-II ({config.compensation} compensation), {result.run_id}")
     plot_hv(d / "hv.png", {config.mode: result.hv_history}, HV_REFERENCE, f"hypervolume, {result.run_id}")
     if result.surrogate_log:
         from surrogate_nas.surrogate_search import plot_predictions, write_surrogate_log
 
         write_surrogate_log(d, result.surrogate_log)
         plot_predictions(d / "surrogate.png", result.surrogate_log)
+    if result.rescored:
+        write_rescored_csv(d / "rescored.csv", result.rescored, [e.genome for e in result.front], result.exact_genome,
+                           catalog, ctx.evaluator.energy, methods)
+        summary = summarize(d)
+        if not ctx.quiet:
+            print(format_summary(summary))

@@ -16,7 +16,7 @@ where it stopped, ending with the same front as an uninterrupted run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
@@ -28,6 +28,7 @@ from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
+from surrogate_nas.compensation import CHOICES
 from surrogate_nas.errors import UserError
 
 # Fixed hypervolume reference point in objective space (1 - accuracy, relative energy):
@@ -52,13 +53,14 @@ class SearchConfig:
     seed: int = 0
     search_images: int = 2000
     test_images: int | None = None  # None = the full test set
-    evaluate_test: bool = True  # re-score the final front on the test set
+    evaluate_test: bool = True  # re-score the final front on all validation images and the test set
+    rescore_floor_pp: float | None = 15.0  # re-score front points within this of all-exact (None: all)
+    compensation: str = "auto"
     # surrogate mode
     seed_fraction: float = 0.15
     offspring_factor: int = 10
     drift_every: int = 3
     drift_samples: int = 2
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         def bad(flag: str, why: str):
@@ -82,6 +84,10 @@ class SearchConfig:
             bad("search-images", f"must be positive, got {self.search_images}")
         if not 0.0 < self.seed_fraction < 1.0:
             bad("seed-fraction", f"must be in (0, 1), got {self.seed_fraction}")
+        if self.compensation not in CHOICES:
+            bad("compensation", f"expected one of {', '.join(CHOICES)}, got {self.compensation!r}")
+        if self.rescore_floor_pp is not None and not self.rescore_floor_pp >= 0:
+            bad("rescore-floor", f"must be >= 0 pp, got {self.rescore_floor_pp}")
         if self.offspring_factor < 1:
             bad("offspring-factor", f"must be >= 1, got {self.offspring_factor}")
 

@@ -41,11 +41,18 @@ def load_catalog_from(paths: Paths):
 
 
 def load_data_from(paths: Paths):
+    """The configured CIFAR-10 copy; when the config file names one that is not there
+    (a fresh clone without the shared copy), the official Keras download, saying so."""
     from surrogate_nas.data import load_cifar10
 
-    if paths.data is not None:
-        require(paths.data, "data", "CIFAR-10 data")
-    return load_cifar10(paths.data, cache_dir=Path(paths.cache))
+    data = paths.data
+    if data is not None and not data.exists() and "data" in paths.from_config_file:
+        print(f"data {data} (from {paths.config_file}) not found: using the official CIFAR-10 download "
+              "(pass --data to use a local copy)")
+        data = None
+    elif data is not None:
+        require(data, "data", "CIFAR-10 data")
+    return load_cifar10(data, cache_dir=Path(paths.cache))
 
 
 def ensure_model(paths: Paths) -> Path:

@@ -1,16 +1,21 @@
 """Accuracy surrogate: genome features from multiplier error statistics, and a
 bootstrap ensemble of gradient-boosted trees that predicts accuracy with an uncertainty.
 
-Features, per conv layer l with assigned circuit m (5 x 11), then totals (4):
-  mae, wce, ep_pct, mre_pct, mse, mean_error, error_std   the table's own error metrics
+Features, per approximable layer l with assigned circuit m (n_layers x 12), then totals (4):
+  mae, wce, ep_pct, mre_pct, mse, mean_error, error_std   the raw table's own error metrics
   power_mw                                                the circuit's power
   mac_share                                               layer's share of all MACs
-  noise_bias   K * s_in * s_w * E_p[lut - a*w] / std(y_l)  mean error the circuit adds to
-                                                          the layer's outputs, in units of
-                                                          their spread (p = the layer's real
-                                                          code distributions, measured once)
-  noise_std    sqrt(K) * s_in * s_w * Std_p[lut - a*w] / std(y_l)   noise it adds, same units
+  noise_bias   K * s_in * s_w * E_p[T - a*w] / std(y_l)   mean error the compensated design
+                                                          adds to the layer's outputs after
+                                                          its bias offsets, in units of their
+                                                          spread (T = the table the design
+                                                          multiplies with, p = the layer's
+                                                          code distributions on calibration
+                                                          images)
+  noise_std    sqrt(K) * s_in * s_w * Std_p[T - a*w] / std(y_l)   noise it adds, same units
+  noise_mae    K * s_in * s_w * E_p|residual error| / std(y_l)
   totals: relative energy, sum and max of noise_std, sum of |noise_bias|
+The noise features describe the error left after compensation (designs.residual_noise).
 """
 
 from __future__ import annotations
@@ -22,32 +27,12 @@ from sklearn.model_selection import KFold, cross_val_score
 from threadpoolctl import threadpool_limits
 
 METRICS = ("mae", "wce", "ep_pct", "mre_pct", "mse", "mean_error", "error_std")
-LAYER_FEATURES = METRICS + ("power_mw", "mac_share", "noise_bias", "noise_std")
+LAYER_FEATURES = METRICS + ("power_mw", "mac_share", "noise_bias", "noise_std", "noise_mae")
 TOTAL_FEATURES = ("energy", "noise_std_sum", "noise_std_max", "noise_bias_abs_sum")
 
 
 def feature_names(n_layers: int = 5) -> list[str]:
     return [f"l{l + 1}_{f}" for l in range(n_layers) for f in LAYER_FEATURES] + list(TOTAL_FEATURES)
-
-
-def data_aware_noise(catalog, input_hists, kernel_hists, scales_in, scales_w, taps, output_std) -> np.ndarray:
-    """(n_layers, n_circuits, 2): noise bias and noise std per layer and circuit."""
-    from surrogate_nas.multipliers import error_table
-
-    n_layers = len(input_hists)
-    out = np.zeros((n_layers, len(catalog), 2))
-    for m, entry in enumerate(catalog):
-        err = error_table(entry.lut).astype(np.float64)
-        for l in range(n_layers):
-            p_in = np.asarray(input_hists[l], np.float64)
-            p_w = np.asarray(kernel_hists[l], np.float64)
-            p_in, p_w = p_in / p_in.sum(), p_w / p_w.sum()
-            mean = p_in @ err @ p_w
-            second = p_in @ (err**2) @ p_w
-            std = np.sqrt(max(second - mean**2, 0.0))
-            unit = scales_in[l] * scales_w[l] / max(output_std[l], 1e-12)
-            out[l, m] = (taps[l] * mean * unit, np.sqrt(taps[l]) * std * unit)
-    return out
 
 
 class GenomeFeatures:

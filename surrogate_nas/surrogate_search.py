@@ -23,18 +23,14 @@ from surrogate_nas.search import (
     hypervolume,
     make_algorithm,
 )
-from surrogate_nas.surrogate import AccuracySurrogate, GenomeFeatures, data_aware_noise, select_kind
+from surrogate_nas.surrogate import AccuracySurrogate, GenomeFeatures, select_kind
 
 SURROGATE_COLUMNS = ("generation", "train_size", "n_fresh", "r2", "mae", "kendall_tau", "cum_n", "cum_r2", "cum_mae", "cum_kendall_tau", "kind")
 
 
 def build_features(ctx, energy) -> GenomeFeatures:
-    card = ctx.evaluator.card
     stats = ctx.evaluator.layer_statistics()
-    noise = data_aware_noise(
-        ctx.catalog, card["input_code_histograms"], card["kernel_code_histograms"],
-        stats["scale_in"], stats["scale_w"], stats["taps"], stats["output_std"],
-    )
+    noise = ctx.evaluator.designs.residual_noise(stats["taps"], stats["output_std"])
     return GenomeFeatures(ctx.catalog, [i.macs for i in ctx.evaluator.infos], energy, noise)
 
 

@@ -16,7 +16,7 @@ EXACT5 = "exact,exact,exact,exact,exact"
 
 
 def test_report_style(cli, card):
-    r = cli("evaluate", "--genome", "exact,trunc,lowbits,noisy,exact", "--images", "20")
+    r = cli("evaluate", "--genome", "exact,trunc,lowbits,noisy,exact", "--images", "20", "--compensation", "none")
     assert r.rc == 0, r.err
     lines = r.out.strip().splitlines()
     assert lines[:5] == [

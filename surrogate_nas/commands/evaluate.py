@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from surrogate_nas.session import add_path_flags
 
@@ -14,12 +15,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="validation", help="validation (search set) or test")
     p.add_argument("--images", type=int, default=None, help="stratified subset size (default: 2000 validation, all test)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stratified subset")
+    p.add_argument("--compensation", default="auto",
+                   help="none, bias, tune, alwann, tune+bias or auto (default: per layer and circuit, the method "
+                        "measured best on training images)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     add_path_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from surrogate_nas.compensation import check_method
     from surrogate_nas.evaluate import Evaluator, SPLITS
     from surrogate_nas.errors import UserError
     from surrogate_nas.genome import format_layers, genome_names, parse_genome
@@ -27,20 +32,25 @@ def run(args: argparse.Namespace) -> int:
 
     if args.split not in SPLITS:
         raise UserError(f"--split: expected one of {', '.join(SPLITS)}, got {args.split!r}")
+    check_method(args.compensation)
     paths = paths_from_args(args)
     catalog = load_catalog_from(paths)
     genome = parse_genome(args.genome, catalog)
     n_images = args.images if args.images is not None else (2000 if args.split == "validation" else None)
     model_path = ensure_model(paths)
     data = load_data_from(paths)
-    evaluator = Evaluator.from_paths(model_path, catalog, data, args.split, n_images, args.seed)
+    evaluator = Evaluator.from_paths(model_path, catalog, data, args.split, n_images, args.seed,
+                                     compensation=args.compensation, rule_store=Path(paths.cache), quiet=args.json)
     score = evaluator.score(genome)
+    methods = evaluator.design_labels(genome)
     if args.json:
         print(
             json.dumps(
                 {
                     "genome": genome_names(genome, catalog),
                     "genome_indices": list(genome),
+                    "compensation": args.compensation,
+                    "layer_compensation": methods,
                     "accuracy": score.accuracy,
                     "energy": score.energy,
                     "n_images": score.n_images,
@@ -51,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(format_layers(genome, catalog))
+        print(format_layers(genome, catalog, methods))
         print(f"Accuracy: {score.accuracy:.4f} ({args.split}, {score.n_images} images)")
         print(f"Relative energy: {score.energy:.4f}")
         print(f"Seconds: {score.seconds:.2f}")

@@ -20,6 +20,12 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-images", type=int, default=None, help="test images for the final front (default: all 10,000)")
     p.add_argument("--seed-fraction", type=float, default=0.15, help="surrogate mode: share of the budget for the seed set")
     p.add_argument("--offspring-factor", type=int, default=10, help="surrogate mode: offspring per generation / population")
+    p.add_argument("--compensation", default="auto",
+                   help="error compensation per layer: none, bias, tune, alwann, tune+bias, or auto "
+                        "(per layer and circuit, the method measured best on training images; default)")
+    p.add_argument("--rescore-floor", type=float, default=15.0,
+                   help="re-score only front points within this many pp of all-exact on the search set (default 15)")
+    p.add_argument("--rescore-all", action="store_true", help="re-score every front point")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,10 +59,13 @@ def config_from_args(args) -> "SearchConfig":  # noqa: F821
         seed_fraction=args.seed_fraction,
         offspring_factor=args.offspring_factor,
         evaluate_test=not getattr(args, "no_test", False),
+        compensation=args.compensation,
+        rescore_floor_pp=None if getattr(args, "rescore_all", False) else args.rescore_floor,
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from surrogate_nas.genome import design_names
     from surrogate_nas.runner import Context, execute, load_run_config
     from surrogate_nas.session import paths_from_args
 
@@ -69,13 +78,15 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         run_id = args.run_id
     config.validate()
-    ctx = Context(paths_from_args(args), config.search_images, config.test_images, seed=0)
+    ctx = Context(paths_from_args(args), config.search_images, config.test_images, seed=0,
+                  compensation=config.compensation)
     result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume))
     print(f"\nrun {result.run_id}: {len(result.evaluations)} true evaluations "
           f"({result.computed} computed, {result.cache_hits} from cache) in {result.seconds:.0f} s")
     print(f"Pareto front: {len(result.front)} assignments -> {result.run_dir}/front.csv, front.png, report.txt")
     for e in result.front:
-        test = result.test_scores.get(e.genome)
-        test_text = "" if test is None else f"  test {test:.4f}"
-        print(f"  energy {e.energy:.3f}  accuracy {e.accuracy:.4f}{test_text}  {','.join(ctx.catalog[i].name for i in e.genome)}")
+        val, test = result.rescored.get(e.genome, (None, None))
+        text = "" if val is None else f"  validation {val:.4f}  test {test:.4f}"
+        print(f"  energy {e.energy:.3f}  search {e.accuracy:.4f}{text}  "
+              f"{', '.join(design_names(e.genome, ctx.catalog, ctx.methods(e.genome)))}")
     return 0

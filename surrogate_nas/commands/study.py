@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--search-images", type=int, default=None, help="override the search-set size")
     p.add_argument("--test-images", type=int, default=None, help="test images for the fronts (default: all)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--compensation", default="auto", help="error compensation (see `run --help`; default auto)")
     add_path_flags(p)
     p.set_defaults(func=run)
 
@@ -28,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     files = [Path(f) for f in args.files]
     configs = [load_study(f)[2] for f in files]  # validate every file before any work
     search_images = args.search_images or configs[0].search_images
-    ctx = Context(paths_from_args(args), search_images, args.test_images)
-    overrides = {"budget": args.budget, "search_images": args.search_images, "test_images": args.test_images, "seed": args.seed}
+    ctx = Context(paths_from_args(args), search_images, args.test_images, compensation=args.compensation)
+    overrides = {"compensation": args.compensation, "budget": args.budget, "search_images": args.search_images, "test_images": args.test_images, "seed": args.seed}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run_studies(ctx, files, out, overrides)

@@ -1,0 +1,107 @@
+"""A finished run's headline numbers, chosen honestly: on validation, reported on test.
+
+"Best saving within X pp" takes, among the front points re-scored on the whole
+validation split, the cheapest one whose validation accuracy is at most X pp below the
+all-exact validation accuracy; its test loss is then read off, never used to choose.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from surrogate_nas.errors import UserError
+
+TOLERANCES_PP = (0.5, 1.0, 2.0)
+HV_CHECKPOINTS = (100, 200, 300)
+
+
+def choose_within(points: list[dict], exact: dict, tolerance_pp: float) -> dict | None:
+    """The largest-saving point within `tolerance_pp` of all-exact on validation."""
+    ok = [p for p in points if 100 * (exact["validation_accuracy"] - p["validation_accuracy"]) <= tolerance_pp + 1e-9]
+    if not ok:
+        return None
+    best = max(ok, key=lambda p: (1 - p["energy"], p["validation_accuracy"]))
+    return {
+        "tolerance_pp": tolerance_pp,
+        "genome": best["genome"],
+        "compensation": best.get("compensation", ""),
+        "energy": best["energy"],
+        "energy_saving_pct": 100 * (1 - best["energy"]),
+        "validation_loss_pp": 100 * (exact["validation_accuracy"] - best["validation_accuracy"]),
+        "test_loss_pp": 100 * (exact["test_accuracy"] - best["test_accuracy"]),
+        "validation_accuracy": best["validation_accuracy"],
+        "test_accuracy": best["test_accuracy"],
+    }
+
+
+def hv_at(evaluations: list[dict], checkpoints=HV_CHECKPOINTS) -> dict[str, float | None]:
+    """Hypervolume of the search-set front after the first n true evaluations."""
+    from surrogate_nas.search import hypervolume
+
+    points = np.array([[1 - e["accuracy"], e["energy"]] for e in evaluations]).reshape(-1, 2)
+    return {str(n): (hypervolume(points[:n]) if len(points) >= n else None) for n in checkpoints}
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"{path}: not found (is this a finished run folder?)")
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def summarize(run_dir: Path) -> dict:
+    """Read a run folder and write `summary.json` into it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder")
+    rescored = _read_csv(run_dir / "rescored.csv")
+    evaluations = _read_csv(run_dir / "evaluations.csv")
+    rows = []
+    for r in rescored:
+        if not r["validation_accuracy"] or not r["test_accuracy"]:
+            continue
+        rows.append({"genome": r["genome"], "compensation": r["compensation"], "energy": float(r["energy"]),
+                     "validation_accuracy": float(r["validation_accuracy"]),
+                     "test_accuracy": float(r["test_accuracy"]), "role": r["role"]})
+    exact = next((r for r in rows if r["role"] == "all-exact"), None)
+    if exact is None:
+        raise UserError(f"{run_dir / 'rescored.csv'}: no all-exact row (re-run without --no-test)")
+    front = [r for r in rows if r["role"] == "front"]
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    summary = {
+        "run": run_dir.name,
+        "mode": config.get("search", {}).get("mode"),
+        "compensation": config.get("search", {}).get("compensation", "none"),
+        "true_evaluations": len(evaluations),
+        "all_exact": {"validation_accuracy": exact["validation_accuracy"], "test_accuracy": exact["test_accuracy"]},
+        "validation_images": config.get("rescore", {}).get("validation_images"),
+        "test_images": config.get("rescore", {}).get("test_images"),
+        "chosen": {f"{t:g}pp": choose_within(front, exact, t) for t in TOLERANCES_PP},
+        "hv": hv_at([{"accuracy": float(e["accuracy"]), "energy": float(e["energy"])} for e in evaluations]),
+        "front_points_rescored": len(front),
+        "rule": "chosen on validation accuracy (all validation images) against all-exact validation accuracy; "
+                "losses reported on the test set",
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        f"run {summary['run']}: mode {summary['mode']}, compensation {summary['compensation']}, "
+        f"{summary['true_evaluations']} true evaluations",
+        f"all-exact: validation {summary['all_exact']['validation_accuracy']:.4f}, "
+        f"test {summary['all_exact']['test_accuracy']:.4f}",
+        "HV: " + ", ".join(f"@{n} {'-' if v is None else f'{v:.4f}'}" for n, v in summary["hv"].items()),
+    ]
+    for key, c in summary["chosen"].items():
+        if c is None:
+            lines.append(f"within {key}: no point")
+        else:
+            lines.append(f"within {key} (validation): saving {c['energy_saving_pct']:.1f} %, validation loss "
+                         f"{c['validation_loss_pp']:.2f} pp, test loss {c['test_loss_pp']:.2f} pp  {c['genome']}")
+    return "\n".join(lines)
