@@ -286,7 +286,7 @@ def test_keras_download_failure_is_a_user_error(monkeypatch):
         raise OSError("no internet")
 
     monkeypatch.setattr(D, "_keras_load_data", offline)
-    with pytest.raises(UserError, match="CIFAR-10 download failed: pass --data or set SURROGATE_NAS_DATA"):
+    with pytest.raises(UserError, match=r"CIFAR-10 download failed \(no network\?\): pass --data PATH"):
         load_cifar10(None)
 
 
