@@ -177,16 +177,16 @@ class TrueEvaluations:
 
 
 class AssignmentProblem(Problem):
-    """One integer gene per conv layer; objectives 1 - accuracy and relative energy."""
+    """The search space: one integer gene per conv layer; objectives 1 - accuracy and
+    relative energy. The searches score genomes themselves and tell pymoo the objectives
+    (true accuracies, or in surrogate mode predictions for unevaluated offspring), so the
+    problem never evaluates anything."""
 
-    def __init__(self, n_layers: int, n_choices: int, accuracy_fn: Callable[[np.ndarray], np.ndarray], energy_fn):
+    def __init__(self, n_layers: int, n_choices: int):
         super().__init__(n_var=n_layers, n_obj=2, xl=0, xu=n_choices - 1, vtype=int)
-        self.accuracy_fn = accuracy_fn
-        self.energy_fn = energy_fn
 
     def _evaluate(self, X, out, *args, **kwargs):
-        X = np.asarray(X).round().astype(np.int64)
-        out["F"] = np.column_stack([1.0 - self.accuracy_fn(X), self.energy_fn(X)])
+        raise RuntimeError("AssignmentProblem does not evaluate: the search tells the algorithm the objectives")
 
 
 class SeededSampling(Sampling):
@@ -230,14 +230,63 @@ def hypervolume(points: np.ndarray, reference=HV_REFERENCE) -> float:
     return float(HV(ref_point=np.asarray(reference, dtype=float))(inside))
 
 
+STALL_GENERATIONS = 50  # generations without a new genome after which a search gives up
+
+
+class SpaceWatch:
+    """Ends a search that can find nothing new: every genome of a small search space is
+    evaluated, or the population has produced no new genome for STALL_GENERATIONS
+    generations (a tiny space nearly used up). Says which, in one line."""
+
+    def __init__(self, truth: TrueEvaluations, n_choices: int, n_layers: int = 5):
+        self.truth = truth
+        self.space = n_choices**n_layers
+        self.last_used = truth.used
+        self.idle = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.truth.used >= self.space
+
+    def say_exhausted(self) -> None:
+        print(f"search space exhausted: all {self.space} assignments are evaluated "
+              f"(budget {self.truth.budget}); ending the search")
+
+    def done(self) -> bool:
+        """Call once per generation."""
+        if self.truth.used > self.last_used:
+            self.last_used, self.idle = self.truth.used, 0
+        else:
+            self.idle += 1
+        if self.exhausted:
+            self.say_exhausted()
+            return True
+        if self.idle >= STALL_GENERATIONS:
+            print(f"no new assignment in {STALL_GENERATIONS} generations ({self.truth.used} of the "
+                  f"{self.space} assignments evaluated, budget {self.truth.budget}); ending the search")
+            return True
+        return False
+
+
+def no_offspring(pop) -> bool:
+    """pymoo's ask() gives None (or nothing) when duplicate elimination leaves no new offspring."""
+    if pop is None or len(pop) == 0:
+        print("the population can produce no new assignment; ending the search")
+        return True
+    return False
+
+
 def run_full(config: SearchConfig, truth: TrueEvaluations, n_choices: int, exact_index: int, energy_batch, on_generation=None) -> int:
     """Plain NSGA-II: every offspring gets a true evaluation. Returns generations done."""
-    problem = AssignmentProblem(5, n_choices, lambda X: np.zeros(len(X)), energy_batch)
+    problem = AssignmentProblem(5, n_choices)
     algorithm = make_algorithm(config, [(exact_index,) * 5])
     algorithm.setup(problem, termination=NoTermination(), seed=config.seed)
+    watch = SpaceWatch(truth, n_choices)
     generation = 0
     while config.generations is None or generation < config.generations:
         pop = algorithm.ask()
+        if no_offspring(pop):
+            break
         X = np.asarray(pop.get("X")).round().astype(np.int64)
         accuracies = []
         try:
@@ -250,6 +299,6 @@ def run_full(config: SearchConfig, truth: TrueEvaluations, n_choices: int, exact
         generation += 1
         if on_generation:
             on_generation(generation)
-        if truth.left <= 0:
+        if truth.left <= 0 or watch.done():
             break
     return generation

@@ -6,6 +6,7 @@ are never reported: the front is built from true evaluations only."""
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,11 @@ from surrogate_nas.search import (
     AssignmentProblem,
     BudgetExhausted,
     SearchConfig,
+    SpaceWatch,
     TrueEvaluations,
     hypervolume,
     make_algorithm,
+    no_offspring,
 )
 from surrogate_nas.surrogate import AccuracySurrogate, GenomeFeatures, select_kind
 
@@ -36,18 +39,26 @@ def build_features(ctx, energy) -> GenomeFeatures:
 
 def seed_genomes(n_seed: int, n_choices: int, exact_index: int, powers: np.ndarray, rng: np.random.Generator) -> list[tuple[int, ...]]:
     """All-exact, then uniform genomes (one circuit everywhere) spread over the power
-    range, then a Latin-hypercube sample over the circuits of each layer."""
+    range, then a Latin-hypercube sample over the circuits of each layer. A space with
+    fewer genomes than `n_seed` gives all of them."""
+    n_seed = min(n_seed, n_choices**5)
     genomes = [(exact_index,) * 5]
     uniform_budget = min(n_choices - 1, max(0, (2 * n_seed) // 3 - 1))
     by_power = [int(i) for i in np.argsort(powers) if i != exact_index]
     picks = np.unique(np.linspace(0, len(by_power) - 1, uniform_budget).round().astype(int)) if uniform_budget else []
     genomes += [(by_power[i],) * 5 for i in picks]
-    while len(genomes) < n_seed:
+    blocks = 0
+    while len(genomes) < n_seed and blocks < 1000:
         block = np.column_stack([rng.permutation(n_choices) for _ in range(5)])
         for row in block:
             genome = tuple(int(g) for g in row)
             if genome not in genomes and len(genomes) < n_seed:
                 genomes.append(genome)
+        blocks += 1
+    if len(genomes) < n_seed:  # a small space nearly used up: the rest of it, in random order
+        seen = set(genomes)
+        rest = [g for g in itertools.product(range(n_choices), repeat=5) if g not in seen]
+        genomes += [rest[i] for i in rng.permutation(len(rest))[: n_seed - len(genomes)]]
     return genomes[:n_seed]
 
 
@@ -97,6 +108,10 @@ def run_surrogate(config: SearchConfig, truth: TrueEvaluations, ctx, energy, log
             truth.accuracy(genome, 0, "seed")
     except BudgetExhausted:
         return 0
+    watch = SpaceWatch(truth, n_choices)
+    if watch.exhausted:
+        watch.say_exhausted()
+        return 0
 
     def training_set():
         genomes = np.array(list(truth.archive.keys()))
@@ -116,7 +131,7 @@ def run_surrogate(config: SearchConfig, truth: TrueEvaluations, ctx, energy, log
     # Initial population: the best pop_size seed evaluations by rank and crowding.
     seed_pop = Population.new("X", np.array(list(truth.archive.keys()), dtype=float))
     seed_pop.set("F", np.column_stack([1.0 - y, energy.batch(np.array(list(truth.archive.keys())))]))
-    problem = AssignmentProblem(5, n_choices, lambda G: predict(G)[0], energy.batch)
+    problem = AssignmentProblem(5, n_choices)
     survivors = RankAndCrowding().do(problem, seed_pop, n_survive=config.pop_size, random_state=rng)
     start_genomes = [tuple(int(v) for v in x) for x in np.asarray(survivors.get("X")).round()]
 
@@ -128,6 +143,8 @@ def run_surrogate(config: SearchConfig, truth: TrueEvaluations, ctx, energy, log
     generation = 0
     while truth.left > 0 and (config.generations is None or generation < config.generations):
         pop = algorithm.ask()
+        if no_offspring(pop):
+            break
         G = np.asarray(pop.get("X")).round().astype(np.int64)
         mu, sigma = predict(G)
         E = energy.batch(G)
@@ -171,7 +188,7 @@ def run_surrogate(config: SearchConfig, truth: TrueEvaluations, ctx, energy, log
             write_surrogate_log(run_dir, log)
         if on_generation:
             on_generation(generation)
-        if exhausted:
+        if exhausted or (truth.left > 0 and watch.done()):
             break
     return generation
 

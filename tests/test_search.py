@@ -59,7 +59,7 @@ def test_config_defaults_valid_and_round_trip():
 
 
 def test_seeded_sampling_puts_fixed_genomes_first():
-    problem = AssignmentProblem(5, 5, lambda X: np.zeros(len(X)), lambda X: np.zeros(len(X)))
+    problem = AssignmentProblem(5, 5)
     fixed = [EXACT, (0, 2, 3, 4, 0), EXACT]  # the repeat is dropped
     pop = SeededSampling(fixed).do(problem, 8, random_state=np.random.default_rng(0))
     X = np.asarray(pop.get("X")).astype(int)
@@ -72,7 +72,7 @@ def test_seeded_sampling_puts_fixed_genomes_first():
 
 
 def test_seeded_sampling_more_fixed_than_samples():
-    problem = AssignmentProblem(5, 3, lambda X: np.zeros(len(X)), lambda X: np.zeros(len(X)))
+    problem = AssignmentProblem(5, 3)
     fixed = [(0,) * 5, (1,) * 5, (2,) * 5]
     pop = SeededSampling(fixed).do(problem, 2, random_state=np.random.default_rng(0))
     assert [tuple(x) for x in np.asarray(pop.get("X")).astype(int)] == fixed[:2]
