@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import operator
 import os
@@ -21,12 +20,9 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from surrogate_nas.errors import UserError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 SCHEMA_VERSION = 1
 CACHE_FILE_NAME = "evaluations.sqlite"
@@ -76,33 +72,13 @@ def _json_default(obj: Any) -> Any:
         return obj.item()  # numpy scalar
     if hasattr(obj, "tolist") and callable(obj.tolist):
         return obj.tolist()  # numpy array
-    raise TypeError(f"fingerprint part of type {type(obj).__name__} is not JSON-serialisable; "
-                    "pass a hash (e.g. hash_array) or a plain value")
+    raise TypeError(f"fingerprint description part of type {type(obj).__name__} is not JSON-serialisable")
 
 
 def canonical_json(parts: dict) -> str:
     """Same dict content -> same text, whatever the key order."""
     return json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False, default=_json_default)
-
-
-def fingerprint(parts: dict) -> str:
-    """Hex sha256 of everything that changes an accuracy; rows are only reused on equality."""
-    if not isinstance(parts, dict):
-        raise TypeError("fingerprint parts must be a dict")
-    return hashlib.sha256(canonical_json(parts).encode("ascii")).hexdigest()
-
-
-def hash_array(a: "np.ndarray") -> str:
-    """Hex sha256 of dtype, shape and bytes: equal bytes with another shape/dtype differ."""
-    import numpy as np
-
-    arr = np.ascontiguousarray(a)
-    h = hashlib.sha256()
-    h.update(arr.dtype.str.encode("ascii"))
-    h.update(repr(tuple(int(n) for n in arr.shape)).encode("ascii"))
-    h.update(arr.tobytes())
-    return h.hexdigest()
 
 
 def genome_key(genome: Iterable[int]) -> str:

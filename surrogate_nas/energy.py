@@ -33,6 +33,3 @@ class EnergyModel:
         """Energies of many genomes (rows) at once."""
         genomes = np.asarray(genomes, dtype=np.int64)
         return (self.powers[genomes] * self.macs[None, :]).sum(axis=1) / self.reference
-
-    def layer_shares(self) -> np.ndarray:
-        return self.macs / self.macs.sum()
