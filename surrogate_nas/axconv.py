@@ -29,7 +29,6 @@ term vanish as the original's formula does (y = m_w*SUM(x) + m_in*SUM(kernel)).
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,10 +149,6 @@ def _distribution(hist: np.ndarray | None) -> np.ndarray:
     p = p / max(p.sum(), 1e-300)
     p = p + 1e-6
     return p / p.sum()
-
-
-def lut_digest(lut: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(lut).tobytes()).hexdigest()
 
 
 # ----------------------------------------------------------------- quantization maths
@@ -552,6 +547,7 @@ class AxConv2D(keras.layers.Layer):
         self.max_rank = max_rank
         self.multiplier = multiplier
         self._tables = _Tables()
+        self._lut = exact_table()
         self.rank = 0
         self.compensation = None
         if multiplier is not None:
@@ -575,9 +571,20 @@ class AxConv2D(keras.layers.Layer):
                 initializer=keras.initializers.Constant(np.array(init, np.float32)),
                 trainable=False,
             )
-        # Compensation offsets (see surrogate_nas.compensation): subtracted from the
-        # output; a weight so that an exported design keeps them.
+        # Compensation offsets (see surrogate_nas.compensation), subtracted from the output,
+        # and the table the layer multiplies with (weight columns already remapped by a
+        # tuning compensation): weights, so that a saved model is the whole design.
         self.bias_offset = self.add_weight(name="bias_offset", shape=(self.filters,), initializer="zeros", trainable=False)
+        self.table = self.add_weight(
+            name="table", shape=(256, 256), dtype="int32", trainable=False,
+            initializer=keras.initializers.Constant(self._lut.astype(np.int32)),
+        )
+
+    def load_own_variables(self, store):
+        """After `keras.models.load_model`: rebuild the table factors from the saved table."""
+        super().load_own_variables(store)
+        if hasattr(self, "table"):
+            self._set_table(self.table.numpy().astype(np.uint16), self.max_rank)
 
     def set_multiplier(
         self, lut=None, max_rank: int | None = None, input_weights=None, kernel_weights=None, compensation=None
@@ -602,8 +609,16 @@ class AxConv2D(keras.layers.Layer):
         if self.built:
             offset = None if compensation is None else compensation.bias_offset
             self.bias_offset.assign(np.zeros(self.filters, np.float32) if offset is None else np.asarray(offset, np.float32))
+            self.table.assign(lut.astype(np.int32))
         elif compensation is not None and compensation.bias_offset is not None:
             raise ValueError(f"layer {self.name}: build the layer before setting bias offsets")
+        dec = self._set_table(lut, max_rank, input_weights, kernel_weights)
+        self.multiplier = path or name
+        return dec
+
+    def _set_table(self, lut: np.ndarray, max_rank=None, input_weights=None, kernel_weights=None) -> Decomposition:
+        """Point the op at `lut` (factors, or the error table for the gathered path)."""
+        self._lut = lut
         dec = decompose(lut, max_rank=max_rank, input_weights=input_weights, kernel_weights=kernel_weights)
         gathered = max_rank is None and dec.rank > GATHER_RANK_THRESHOLD
         tables = self._tables
@@ -617,7 +632,6 @@ class AxConv2D(keras.layers.Layer):
             tables.u.assign(dec.u)
             tables.v.assign(dec.v)
         tables.use_table.assign(gathered)
-        self.multiplier = path or name
         self.max_rank = max_rank
         self.rank = dec.rank
         return dec
@@ -664,10 +678,25 @@ class AxConv2D(keras.layers.Layer):
                 lambda: factor_error(a, wc, tables.u.read_value(), tables.v.read_value(), conv_strides),
             )
 
-        y = approx_conv_core(
-            x_q, k_q, (in_min, in_max), (k_min, k_max), self.strides, self.padding.upper(), error_fn
-        )
-        y = y - self.bias_offset
+        strides, padding = self.strides, self.padding.upper()
+
+        @tf.custom_gradient
+        def table_conv(x_q, k_q):
+            """Forward: the table emulation. Backward: the straight-through estimator of
+            tf-approximate, TorchApprox and AdaPT, the gradient of the float convolution
+            of the fake-quantized operands (fake quantization passes gradients inside
+            its range)."""
+            y = approx_conv_core(x_q, k_q, (in_min, in_max), (k_min, k_max), strides, padding, error_fn)
+
+            def grad(dy, variables=None):
+                s4 = [1, strides[0], strides[1], 1]
+                dx = tf.nn.conv2d_backprop_input(tf.shape(x_q), k_q, dy, s4, padding)
+                dk = tf.nn.conv2d_backprop_filter(x_q, tf.shape(k_q), dy, s4, padding)
+                return ((dx, dk), [None] * len(variables)) if variables else (dx, dk)
+
+            return y, grad
+
+        y = table_conv(x_q, k_q) - self.bias_offset
         if self.use_bias:
             y = y + self.bias
         return self.activation(y)
