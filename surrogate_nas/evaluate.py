@@ -202,13 +202,14 @@ class Evaluator:
         import keras
 
         from surrogate_nas.data import make_splits
-        from surrogate_nas.modelcard import read_card
+        from surrogate_nas.modelcard import check_card, read_card
 
         card = read_card(model_path)
         try:
             float_model = keras.models.load_model(model_path, compile=False)
         except Exception as exc:  # keras raises many types for a bad file
             raise UserError(f"--model {model_path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        check_card(model_path, card)
         splits = make_splits(data, seed=0)
         calibration = calibration_set(splits, data.source_hash, int(card.get("seed", 0)))
         return cls(float_model, card, catalog, select_images(splits, data.source_hash, split, n_images, seed),

@@ -7,6 +7,7 @@ the approximate twin needs (per-layer input ranges, code histograms).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -38,3 +39,19 @@ def read_card(model_path: Path) -> dict:
         if key not in card:
             raise UserError(f"{path}: model card lacks '{key}' (retrain the model)")
     return card
+
+
+def check_card(model_path: Path, card: dict) -> None:
+    """The card must describe this very file: its recorded `weights_sha256` (sha256 of the
+    .keras bytes) must match, or its calibration belongs to other weights."""
+    path = card_path(model_path)
+    try:
+        digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise UserError(f"--model {model_path}: cannot read the model file ({exc.strerror or exc})") from None
+    recorded = card.get("weights_sha256")
+    if recorded is None:
+        raise UserError(f"{path}: model card lacks 'weights_sha256' (retrain the model)")
+    if recorded != digest:
+        raise UserError(f"{path}: model card is stale: it was written for other weights than {model_path} "
+                        f"(retrain with `python -m surrogate_nas train --model {model_path}`)")

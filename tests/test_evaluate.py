@@ -131,6 +131,23 @@ def test_corrupt_model_file(cli, project, tmp_path):
     _one_line_error(cli("evaluate", "--genome", EXACT5, "--images", "20", model=model), r"--model .*cannot load the model")
 
 
+def test_stale_model_card(cli, project, float_model, tmp_path):
+    """Other weights saved under the card's model name: the card's calibration is not theirs."""
+    import keras
+
+    model = tmp_path / "m" / "tiny.keras"
+    model.parent.mkdir()
+    other = keras.models.clone_model(float_model)
+    other.set_weights([w * 1.01 for w in float_model.get_weights()])
+    other.save(model)
+    card = model.with_suffix(".json")
+    shutil.copy(project.model.with_suffix(".json"), card)
+    r = cli("evaluate", "--genome", EXACT5, "--images", "20", model=model)
+    _one_line_error(r, rf"{re.escape(str(card))}: model card is stale")
+    shutil.copy(project.model, model)  # the weights the card was written for: accepted
+    assert cli("evaluate", "--genome", EXACT5, "--images", "20", model=model).rc == 0
+
+
 def test_catalog_without_exact(cli, tmp_path):
     from conftest import CIRCUITS, write_catalog
 
@@ -192,6 +209,6 @@ def test_score_fields(evaluator):
 
 
 def test_from_paths_matches_direct(project, catalog, dataset, evaluator):
-    ev = Evaluator.from_paths(project.model, catalog, dataset, "validation", 20, 0)
+    ev = Evaluator.from_paths(project.model, catalog, dataset, "validation", 20, 0, compensation="none")
     assert ev.fingerprint == evaluator.fingerprint
     assert ev.accuracy((0, 1, 2, 3, 4)) == evaluator.accuracy((0, 1, 2, 3, 4))
