@@ -690,8 +690,10 @@ class AxConv2D(keras.layers.Layer):
 
             def grad(dy, variables=None):
                 s4 = [1, strides[0], strides[1], 1]
-                dx = tf.nn.conv2d_backprop_input(tf.shape(x_q), k_q, dy, s4, padding)
-                dk = tf.nn.conv2d_backprop_filter(x_q, tf.shape(k_q), dy, s4, padding)
+                dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x_q), filter=k_q, out_backprop=dy,
+                                                    strides=s4, padding=padding)
+                dk = tf.raw_ops.Conv2DBackpropFilter(input=x_q, filter_sizes=tf.shape(k_q), out_backprop=dy,
+                                                     strides=s4, padding=padding)
                 return ((dx, dk), [None] * len(variables)) if variables else (dx, dk)
 
             return y, grad

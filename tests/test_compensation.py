@@ -179,3 +179,87 @@ def test_choose_within_uses_validation_not_test():
     assert half["energy_saving_pct"] == pytest.approx(10.0)
     assert choose_within(points, exact, 1.0)["genome"] == "b"
     assert choose_within(points[1:2], exact, 0.5) is None
+
+
+# ------------------------------------------------------- training through the emulation
+
+
+def _float_conv_of_quantized(x, k, lo=0.0, hi=2.0):
+    import tensorflow as tf
+
+    x_q = tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
+    k_q = tf.quantization.fake_quant_with_min_max_vars(k, tf.reduce_min(k), tf.reduce_max(k), num_bits=8)
+    return tf.nn.conv2d(x_q, k_q, 1, "SAME")
+
+
+def test_straight_through_gradient_is_the_float_conv_gradient():
+    import tensorflow as tf
+
+    lut = _biased_lut(11)
+    layer, x = _calibrated_layer(lut)
+    x = tf.constant(np.clip(x, 0.05, 1.95))  # inside the range: fake quant passes gradients
+    dy = tf.constant(np.random.default_rng(12).normal(size=layer(x).shape).astype(F32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer(x) * dy)
+    gx, gk = tape.gradient(loss, [x, layer.kernel])
+    # finite differences of the float convolution of the quantized operands (linear in
+    # each operand, so central differences are exact up to rounding)
+    k_q = tf.quantization.fake_quant_with_min_max_vars(layer.kernel, tf.reduce_min(layer.kernel),
+                                                       tf.reduce_max(layer.kernel), num_bits=8).numpy()
+    x_q = tf.quantization.fake_quant_with_min_max_vars(x, 0.0, 2.0, num_bits=8).numpy()
+
+    def f_x(xv):
+        return float(np.sum(tf.nn.conv2d(xv.astype(np.float64), k_q.astype(np.float64), 1, "SAME").numpy() * dy.numpy()))
+
+    def f_k(kv):
+        return float(np.sum(tf.nn.conv2d(x_q.astype(np.float64), kv.astype(np.float64), 1, "SAME").numpy() * dy.numpy()))
+
+    rng = np.random.default_rng(13)
+    for _ in range(6):
+        idx = tuple(int(rng.integers(0, n)) for n in x.shape)
+        e = np.zeros(x.shape)
+        e[idx] = 1e-3
+        fd = (f_x(x.numpy() + e) - f_x(x.numpy() - e)) / 2e-3
+        assert gx.numpy()[idx] == pytest.approx(fd, rel=1e-3, abs=1e-4)
+        kidx = tuple(int(rng.integers(0, n)) for n in k_q.shape)
+        e = np.zeros(k_q.shape)
+        e[kidx] = 1e-3
+        fd = (f_k(k_q + e) - f_k(k_q - e)) / 2e-3
+        assert gk.numpy()[kidx] == pytest.approx(fd, rel=1e-3, abs=1e-4)
+    # and the whole gradient equals TF's autodiff of the float conv of quantized operands
+    kernel = tf.convert_to_tensor(layer.kernel)
+    with tf.GradientTape() as tape:
+        tape.watch([x, kernel])
+        ref = tf.reduce_sum(_float_conv_of_quantized(x, kernel) * dy)
+    rx, rk = tape.gradient(ref, [x, kernel])
+    np.testing.assert_allclose(gx.numpy(), rx.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gk.numpy(), rk.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_forward_values_under_a_tape_are_those_of_inference():
+    import tensorflow as tf
+
+    lut = _biased_lut(14)
+    layer, x = _calibrated_layer(lut)
+    s_in, s_w = layer.scales()
+    layer.set_multiplier(lut, compensation=comp.fit("tune+bias", lut, _channel_hists(x), layer.kernel_codes(), s_in, s_w))
+    with tf.GradientTape() as tape:
+        y_train = layer(x, training=True)
+    np.testing.assert_array_equal(y_train.numpy(), layer(x).numpy())
+
+
+def test_saved_design_loads_with_its_table_and_compensation(tmp_path):
+    import keras
+
+    lut = _biased_lut(15)
+    layer, x = _calibrated_layer(lut)
+    s_in, s_w = layer.scales()
+    layer.set_multiplier(lut, compensation=comp.fit("tune+bias", lut, _channel_hists(x), layer.kernel_codes(), s_in, s_w))
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "design.keras")
+    loaded = keras.models.load_model(tmp_path / "design.keras")
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    plain, _ = _calibrated_layer(None)
+    assert not np.array_equal(plain(x).numpy(), model(x).numpy())
