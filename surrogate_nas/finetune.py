@@ -103,3 +103,148 @@ def save_design(evaluator, path: Path, card: dict) -> Path:
     tmp.replace(path)
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return path
+
+
+# ------------------------------------------------------------------ a run's designs
+
+
+def _points_from_run(run_dir: Path, tolerances) -> tuple[list[tuple[int, ...]], dict]:
+    from surrogate_nas.summary import choose_within, read_rescored, summarize
+
+    exact = summarize(run_dir)["all_exact"]
+    rows = read_rescored(run_dir)
+    genomes = []
+    for t in tolerances:
+        chosen = choose_within([r for r in rows if r["role"] == "front"], exact, t)
+        if chosen is not None and chosen["genome_indices"] not in genomes:
+            genomes.append(chosen["genome_indices"])
+    before = {r["genome_indices"]: (r["validation_accuracy"], r["test_accuracy"]) for r in rows}
+    return genomes, {"exact": exact, "before": before, "front": [r for r in rows if r["role"] == "front"]}
+
+
+def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0), genome=None, compensation=None,
+                 epochs: int = DEFAULT_EPOCHS, train_images: int | None = DEFAULT_TRAIN_IMAGES, lr: float = DEFAULT_LR,
+                 seed: int = 0, test_images: int | None = None, quiet: bool = False):
+    """Fine-tune the chosen designs of a finished run; writes finetune.csv/.json/.png
+    and one `.keras` (+ card) per design into `out`."""
+    import keras
+
+    from surrogate_nas.compensation import check_method
+    from surrogate_nas.data import make_splits
+    from surrogate_nas.errors import UserError
+    from surrogate_nas.evaluate import Evaluator, calibration_set, select_images, top1
+    from surrogate_nas.genome import genome_names, parse_genome
+    from surrogate_nas.modelcard import read_card
+    from surrogate_nas.session import load_catalog_from, load_data_from
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{run_dir}: not a run folder (no config.json)")
+    config = json.loads(config_path.read_text())
+    method = check_method(compensation or config["search"].get("compensation", "none"))
+    catalog = load_catalog_from(paths)
+    if catalog.fingerprint != config["evaluator"]["catalog"]:
+        raise UserError(f"--catalog {catalog.path}: not the catalog run {run_dir.name} searched with")
+    model_path = Path(paths.model) if paths.model else Path(config["model"])
+    card = read_card(model_path)
+    float_model = keras.models.load_model(model_path, compile=False)
+    data = load_data_from(paths)
+    splits = make_splits(data, seed=0)
+    calibration = calibration_set(splits, data.source_hash, int(card.get("seed", 0)))
+    validation = select_images(splits, data.source_hash, "validation", None)
+    test = select_images(splits, data.source_hash, "test", test_images)
+
+    genomes, context = _points_from_run(run_dir, tolerances)
+    if genome is not None:
+        genomes = [parse_genome(genome, catalog)]
+    if not genomes:
+        raise UserError(f"{run_dir}: no front point within {', '.join(map(str, tolerances))} pp on validation")
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for k, g in enumerate(genomes, start=1):
+        ev = Evaluator(float_model, card, catalog, validation, compensation=method, calibration=calibration,
+                       rule_store=Path(paths.cache), quiet=quiet)
+        before = context["before"].get(g)
+        if before is None or method != config["search"].get("compensation", "none"):
+            before = (ev.accuracy(g), top1(ev._predict, test.images.astype(np.float32), test.labels))
+        seconds, per_epoch = finetune_design(ev, g, splits, calibration, epochs, lr, train_images, seed,
+                                             verbose=0 if quiet else 2)
+        after = (ev.accuracy(g), top1(ev._predict, test.images.astype(np.float32), test.labels))
+        result = FinetuneResult(g, ev.design_labels(g), ev.energy(g), before[0], before[1], after[0], after[1], epochs,
+                                len(training_subset(splits.y_train, train_images, seed)), seconds, per_epoch)
+        path = out / f"design-{k}.keras"
+        result.model_path = str(path)
+        save_design(ev, path, {"source_run": str(run_dir), "model": str(model_path), "weights_sha256": card.get("weights_sha256"),
+                               "lr": lr, "seed": seed, **result.row(genome_names(g, catalog))})
+        results.append(result)
+        if not quiet:
+            print(f"design {k}: {';'.join(genome_names(g, catalog))}: validation {before[0]:.4f} -> {after[0]:.4f}, "
+                  f"test {before[1]:.4f} -> {after[1]:.4f} ({seconds:.0f} s)", flush=True)
+    summary = write_results(out, results, catalog, context)
+    return results, summary
+
+
+def write_results(out: Path, results: list[FinetuneResult], catalog, context: dict) -> dict:
+    import csv
+
+    from surrogate_nas.genome import genome_names
+    from surrogate_nas.summary import TOLERANCES_PP, choose_within
+
+    rows = [r.row(genome_names(r.genome, catalog)) for r in results]
+    with open(out / "finetune.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    exact = context["exact"]
+    after = [{"genome": row["genome"], "genome_indices": r.genome, "compensation": row["compensation"], "energy": r.energy,
+              "validation_accuracy": r.validation_after, "test_accuracy": r.test_after} for r, row in zip(results, rows)]
+    summary = {
+        "setting": "with fine-tuning (approximation-aware retraining through the emulation)",
+        "all_exact": exact,
+        "chosen_after_finetuning": {f"{t:g}pp": choose_within(after, exact, t) for t in TOLERANCES_PP},
+        "seconds_per_epoch": [r.seconds_per_epoch for r in results],
+        "train_images": results[0].train_images,
+        "epochs": results[0].epochs,
+        "rule": "chosen on validation accuracy after fine-tuning (all validation images) against the all-exact "
+                "network's; losses reported on the test set",
+    }
+    for chosen in summary["chosen_after_finetuning"].values():
+        if chosen is not None:
+            chosen["genome_indices"] = list(chosen["genome_indices"])
+    (out / "finetune.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_before_after(out / "finetune.png", results, context)
+    return summary
+
+
+def plot_before_after(path: Path, results: list[FinetuneResult], context: dict) -> None:
+    from surrogate_nas.report import plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    front = sorted(context["front"], key=lambda r: r["energy"])
+    ax.step([r["energy"] for r in front], [r["validation_accuracy"] for r in front], where="post", c="0.6", lw=1,
+            label="front before (no retraining)")
+    ax.scatter([r.energy for r in results], [r.validation_before for r in results], c="C0", s=25, label="chosen, before")
+    ax.scatter([r.energy for r in results], [r.validation_after for r in results], c="C3", s=25, label="after fine-tuning")
+    for r in results:
+        ax.annotate("", (r.energy, r.validation_after), (r.energy, r.validation_before),
+                    arrowprops={"arrowstyle": "->", "color": "0.4", "lw": 0.8})
+    exact = context["exact"]["validation_accuracy"]
+    ax.axhline(exact, c="k", ls=":", lw=1, label=f"all-exact {exact:.4f}")
+    ax.set_xlabel("relative multiplication energy (1.0 = all exact)")
+    ax.set_ylabel("top-1 accuracy (all validation images)")
+    ax.set_title("Fine-tuning the chosen designs")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_results(results: list[FinetuneResult], summary: dict) -> str:
+    lines = []
+    for key, c in summary["chosen_after_finetuning"].items():
+        lines.append(f"within {key} after fine-tuning (validation): " + (
+            "no point" if c is None else f"saving {c['energy_saving_pct']:.1f} %, validation loss "
+                                         f"{c['validation_loss_pp']:.2f} pp, test loss {c['test_loss_pp']:.2f} pp"))
+    return "\n".join(lines)

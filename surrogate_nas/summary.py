@@ -28,6 +28,7 @@ def choose_within(points: list[dict], exact: dict, tolerance_pp: float) -> dict 
     return {
         "tolerance_pp": tolerance_pp,
         "genome": best["genome"],
+        "genome_indices": best.get("genome_indices"),
         "compensation": best.get("compensation", ""),
         "energy": best["energy"],
         "energy_saving_pct": 100 * (1 - best["energy"]),
@@ -53,20 +54,27 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def read_rescored(run_dir: Path) -> list[dict]:
+    """The re-scored genomes of a run (role all-exact / front / other)."""
+    rescored = _read_csv(Path(run_dir) / "rescored.csv")
+    rows = []
+    for r in rescored:
+        if not r["validation_accuracy"] or not r["test_accuracy"]:
+            continue
+        rows.append({"genome": r["genome"], "genome_indices": tuple(int(v) for v in r["genome_indices"].split(",")),
+                     "compensation": r["compensation"], "energy": float(r["energy"]),
+                     "validation_accuracy": float(r["validation_accuracy"]),
+                     "test_accuracy": float(r["test_accuracy"]), "role": r["role"]})
+    return rows
+
+
 def summarize(run_dir: Path) -> dict:
     """Read a run folder and write `summary.json` into it."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder")
-    rescored = _read_csv(run_dir / "rescored.csv")
+    rows = read_rescored(run_dir)
     evaluations = _read_csv(run_dir / "evaluations.csv")
-    rows = []
-    for r in rescored:
-        if not r["validation_accuracy"] or not r["test_accuracy"]:
-            continue
-        rows.append({"genome": r["genome"], "compensation": r["compensation"], "energy": float(r["energy"]),
-                     "validation_accuracy": float(r["validation_accuracy"]),
-                     "test_accuracy": float(r["test_accuracy"]), "role": r["role"]})
     exact = next((r for r in rows if r["role"] == "all-exact"), None)
     if exact is None:
         raise UserError(f"{run_dir / 'rescored.csv'}: no all-exact row (re-run without --no-test)")
