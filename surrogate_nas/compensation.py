@@ -26,7 +26,8 @@ METHODS = ("none", "bias", "tune", "alwann", "tune+bias")
 # Candidates of the per-(layer, circuit) rule "auto" (alwann is kept for comparison only:
 # measured worse than the histogram-weighted tune, see experiments/compensation/).
 AUTO_CANDIDATES = ("none", "bias", "tune", "tune+bias")
-CHOICES = METHODS + ("auto",)
+# "search": the compensation is part of the gene (see designs.design_catalog).
+CHOICES = METHODS + ("auto", "search")
 
 _CODES = np.arange(256, dtype=np.float64)
 _EXACT = np.multiply.outer(_CODES, _CODES)

@@ -49,6 +49,23 @@ def channel_code_histograms(model, layers, images: np.ndarray, batch_size: int =
     return hists
 
 
+def design_catalog(catalog):
+    """For `--compensation search`: one entry per (circuit, candidate method), so that a
+    gene picks both. Entries of one circuit are adjacent (SBX neighbours are related
+    designs); the exact circuit appears once, uncompensated. Names: `mul8u_DM1+bias`."""
+    from surrogate_nas.multipliers import Catalog, Multiplier
+
+    entries, methods = [], []
+    for e in catalog:
+        for method in ("none",) if e.is_exact else comp.AUTO_CANDIDATES:
+            name = e.name if method == "none" else f"{e.name}+{method}"
+            entries.append(Multiplier(name, e.lut, e.power_mw, e.sha256, e.csv, e.metrics))
+            methods.append(method)
+    designs = Catalog(entries, catalog.path)
+    designs.design_methods = methods
+    return designs
+
+
 class LayerDesigns:
     """Compensation of every (layer, circuit), computed on demand and memoised."""
 
@@ -70,6 +87,8 @@ class LayerDesigns:
     def method_for(self, layer: int, circuit: int) -> str:
         if int(circuit) == self.exact_index:
             return "none"
+        if self.method == "search":
+            return self.catalog.design_methods[int(circuit)]
         if self.method != "auto":
             return self.method
         if self.rule is None:
@@ -127,7 +146,7 @@ class LayerDesigns:
         rule = [["none"] * len(self.catalog) for _ in range(self.n_layers)]
         losses = {}
         jobs = [(layer, m) for layer in range(self.n_layers) for m in range(len(self.catalog)) if m != self.exact_index]
-        for layer, m in tqdm(jobs, desc="auto compensation rule", unit="design", disable=quiet, dynamic_ncols=True):
+        for layer, m in tqdm(jobs, desc="auto compensation rule", unit="design", disable=quiet or None, dynamic_ncols=True):
             scores = {}
             for method in comp.AUTO_CANDIDATES:
                 set_layer(layer, m, self.compensation(layer, m, method))

@@ -18,7 +18,8 @@ def parse_genome(value: str | Sequence, catalog, n_layers: int = N_LAYERS, what:
         raise UserError(f"{what}: expected {n_layers} multipliers (one per conv layer), got {len(items)}")
     genome = []
     for position, item in enumerate(items, start=1):
-        if isinstance(item, (int, np.integer)) or (isinstance(item, str) and item.lstrip("-").isdigit()):
+        digits = item.lstrip("-") if isinstance(item, str) else ""
+        if isinstance(item, (int, np.integer)) or (digits.isascii() and digits.isdecimal()):
             index = int(item)
             if not 0 <= index < len(catalog):
                 raise UserError(f"{what}: layer {position}: index {index} is out of range 0..{len(catalog) - 1}")
@@ -35,7 +36,12 @@ def parse_genome(value: str | Sequence, catalog, n_layers: int = N_LAYERS, what:
 
 
 def genome_names(genome: Sequence[int], catalog) -> list[str]:
-    return [catalog[int(i)].name for i in genome]
+    """Circuit names (a `--compensation search` design catalog's `+method` suffix dropped)."""
+    methods = getattr(catalog, "design_methods", None)
+    names = [catalog[int(i)].name for i in genome]
+    if methods is None:
+        return names
+    return [name.removesuffix(f"+{methods[int(i)]}") for name, i in zip(names, genome)]
 
 
 def design_names(genome: Sequence[int], catalog, methods: Sequence[str] | None = None) -> list[str]:

@@ -263,3 +263,17 @@ def test_saved_design_loads_with_its_table_and_compensation(tmp_path):
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
     plain, _ = _calibrated_layer(None)
     assert not np.array_equal(plain(x).numpy(), model(x).numpy())
+
+
+def test_search_mode_makes_compensation_a_gene(cli):
+    r = cli("evaluate", "--genome", "trunc+bias,trunc,trunc+tune+bias,exact,noisy+tune", "--compensation", "search",
+            "--json", "--images", "20")
+    assert r.rc == 0, r.err
+    doc = json.loads(r.out.strip().splitlines()[-1])
+    assert doc["layer_compensation"] == ["bias", "none", "tune+bias", "none", "tune"]
+    assert doc["genome"] == ["trunc", "trunc", "trunc", "exact", "noisy"]
+    bias = json.loads(cli("evaluate", "--genome", ",".join(["trunc"] * 5), "--compensation", "bias", "--json",
+                          "--images", "20").out.strip().splitlines()[-1])
+    same = json.loads(cli("evaluate", "--genome", ",".join(["trunc+bias"] * 5), "--compensation", "search", "--json",
+                          "--images", "20").out.strip().splitlines()[-1])
+    assert same["accuracy"] == bias["accuracy"] and same["energy"] == bias["energy"]
