@@ -96,7 +96,8 @@ def run_nsga(ctx, method: str, seed: int, budget: int, tag: str, base: SearchCon
     config = replace(base, mode=method, seed=seed, budget=budget, evaluate_test=False)
     run_id = f"{tag}-{method}-b{budget}-s{seed}"
     run_dir = out_dir / "runs" / run_id
-    result = execute(ctx, config, out_dir / "runs", run_id=run_id, resume=run_dir.exists())
+    result = execute(ctx, config, out_dir / "runs", run_id=run_id, resume=run_dir.exists(),
+                     resume_flag=f"compare: run {run_id}")
     return MethodRun(method, seed, budget, result.hv_history, result.front, result.seconds, result.cache_hits, result.computed)
 
 
@@ -182,7 +183,7 @@ def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base
     # evaluations are exactly the shorter run, so HV at `budget` is read off its history.
     plan = [(m, s, max(budget, full_budget or 0) if m == "full" else budget) for s in range(seeds) for m in methods]
     runs = []
-    for method, seed, b in tqdm(plan, desc="compare", unit="run", disable=ctx.quiet):
+    for method, seed, b in tqdm(plan, desc="compare", unit="run", disable=ctx.quiet or None):
         if method in ("surrogate", "full"):
             runs.append(run_nsga(ctx, method, seed, b, tag, base, out_dir))
         elif method == "random":

@@ -59,6 +59,77 @@ def load_run_config(run_dir: Path) -> SearchConfig:
         raise UserError(f"--resume: {path} is not a run configuration ({exc})") from None
 
 
+# What each part of the evaluator description is, in the words of a refusal to resume.
+DESCRIPTION_WORDS = {
+    "model_weights_sha256": "model weights",
+    "input_ranges": "model calibration (input ranges)",
+    "images": "scored images",
+    "catalog": "multiplier catalog",
+    "emulation": "emulation",
+    "compensation": "error compensation",
+}
+
+
+def _differences(saved, now, prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves where two JSON-like values differ."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(saved) | set(now), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in saved or key not in now:
+                out.append(path)
+            else:
+                out += _differences(saved[key], now[key], path)
+        return out
+    return [] if saved == now else [prefix or "(all)"]
+
+
+def describe_changes(saved: dict, now: dict) -> str:
+    """'model weights, scored images (data_sha256, images_sha256)' for two evaluator descriptions."""
+    parts: dict[str, list[str]] = {}
+    for path in _differences(saved, now):
+        top, _, rest = path.partition(".")
+        parts.setdefault(top, [])
+        if rest:
+            parts[top].append(rest)
+    return ", ".join(DESCRIPTION_WORDS.get(top, top) + (f" ({', '.join(rest)})" if rest else "")
+                     for top, rest in parts.items())
+
+
+def check_saved_run(run_dir: Path, ctx: "Context", config: SearchConfig, flag: str) -> None:
+    """A run folder is continued only with the settings and the evaluator it was started
+    with: anything else would mix accuracies of different setups under one run id."""
+    path = run_dir / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+        saved_search, saved_evaluator = saved["search"], saved["evaluator"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{flag}: {path} is not a run configuration ({type(exc).__name__}: {exc})") from None
+    wanted = json.loads(json.dumps(config.as_dict()))
+    changed = [k for k in sorted(set(saved_search) | set(wanted)) if saved_search.get(k) != wanted.get(k)]
+    if changed:
+        diffs = ", ".join(f"{k} {saved_search.get(k)!r} saved, {wanted.get(k)!r} now" for k in changed)
+        raise UserError(f"{flag}: {run_dir} holds a run with other settings ({diffs}); "
+                        "use another --out")
+    now = json.loads(json.dumps(ctx.evaluator.description))
+    if saved_evaluator != now:
+        raise UserError(f"{flag}: {run_dir} was run with another evaluator; changed: "
+                        f"{describe_changes(saved_evaluator, now)}; start a new run instead")
+
+
+def check_image_counts(data, search_images: int, test_images: int | None) -> None:
+    """--search-images and --test-images against what the data holds, before any search."""
+    from surrogate_nas.data import validation_size
+
+    n_val, n_test = validation_size(len(data.y_train)), len(data.y_test)
+    if not 1 <= search_images <= n_val:
+        raise UserError(f"--search-images: must be between 1 and {n_val} (the validation split of "
+                        f"{data.source}), got {search_images}")
+    if test_images is not None and not 1 <= test_images <= n_test:
+        raise UserError(f"--test-images: must be between 1 and {n_test} (the test split of {data.source}), "
+                        f"got {test_images}")
+
+
 class Context:
     """What a run needs loaded once: catalog, data, model, evaluators, cache."""
 
@@ -70,9 +141,10 @@ class Context:
 
         self.paths = paths
         self.quiet = quiet
-        self.catalog = load_catalog_from(paths)
+        self.catalog = load_catalog_from(paths, compensation)
         self.model_path = ensure_model(paths)
         self.data = load_data_from(paths)
+        check_image_counts(self.data, search_images, test_images)
         self.compensation = compensation
         self.rule_store = Path(paths.cache)
         self.evaluator = self._evaluator("validation", search_images, seed)
@@ -122,18 +194,23 @@ class Context:
         return s.accuracy
 
 
-def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | None = None, resume: bool = False) -> RunResult:
+def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | None = None, resume: bool = False,
+            resume_flag: str | None = None) -> RunResult:
+    """`resume`: continue the run folder if it exists, provided its saved settings and
+    evaluator equal these (`resume_flag` names the flag or command in the refusal)."""
     config.validate()
     run_id = run_id or new_run_id(config)
     run_dir = out_dir / run_id
     if run_dir.exists() and not resume and (run_dir / "config.json").exists():
         raise UserError(f"--run-id {run_id}: {run_dir} already exists (use --resume {run_id} to continue it)")
+    if resume and (run_dir / "config.json").exists():
+        check_saved_run(run_dir, ctx, config, resume_flag or f"--resume {run_id}")
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_config(run_dir, ctx, config, run_id)
 
     energy = ctx.evaluator.energy_model
     hv_history: list[tuple[int, float]] = []
-    bar = tqdm(total=config.budget, desc=f"{config.mode} {run_id}", unit="eval", disable=ctx.quiet, dynamic_ncols=True)
+    bar = tqdm(total=config.budget, desc=f"{config.mode} {run_id}", unit="eval", disable=ctx.quiet or None, dynamic_ncols=True)
     front_points: list[list[float]] = []
 
     def on_new(evaluation):
@@ -176,7 +253,7 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     rescored: dict = {}
     if config.evaluate_test:
         for genome in tqdm(rescore_genomes(front, truth, exact, config.rescore_floor_pp), desc="re-scoring the front",
-                           disable=ctx.quiet):
+                           disable=ctx.quiet or None):
             rescored[genome] = (ctx.rescored_accuracy("validation", genome, run_id),
                                 ctx.rescored_accuracy("test", genome, run_id))
     result = RunResult(run_id, run_dir, front, list(truth.archive.values()), hv_history, rescored, exact,

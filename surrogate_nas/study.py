@@ -3,6 +3,7 @@ surrogate mode, summarised in one table and one plot."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
@@ -14,20 +15,38 @@ from surrogate_nas.report import write_table
 from surrogate_nas.search import SearchConfig, hypervolume
 
 STUDY_KEYS = {"name", "modes", "description"} | {f.name for f in fields(SearchConfig)}
+# TOML value types each key accepts (a float setting takes an integer too).
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+FIELD_TYPES = {f.name: tuple(t for part in str(f.type).split("|") for t in _TYPES.get(part.strip(), (type(None),)))
+               for f in fields(SearchConfig)}
+FIELD_TYPES.update({"name": (str,), "modes": (list,), "description": (str,)})
 
 
 def load_study(path: Path) -> tuple[str, list[str], SearchConfig]:
     try:
-        doc = tomllib.loads(Path(path).read_text())
+        doc = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: study file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the study file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML ({exc})") from None
     unknown = set(doc) - STUDY_KEYS
     if unknown:
         raise UserError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    for key, value in doc.items():
+        expected = FIELD_TYPES.get(key, str)
+        if isinstance(value, bool) is not (bool in expected) or not isinstance(value, expected):
+            raise UserError(f"{path}: {key} = {value!r} has the wrong type "
+                            f"(expected {' or '.join(t.__name__ for t in expected if t is not type(None))})")
     name = str(doc.pop("name", Path(path).stem))
-    modes = list(doc.pop("modes", ["full", "surrogate"]))
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name) or name.startswith("."):
+        raise UserError(f"{path}: name {name!r} is not usable in a run id (letters, digits, _ . + - only)")
+    modes = doc.pop("modes", ["full", "surrogate"])
+    if not isinstance(modes, list) or not modes or any(m not in ("full", "surrogate") for m in modes):
+        raise UserError(f"{path}: modes must be a list of 'full' and/or 'surrogate', got {modes!r}")
     doc.pop("description", None)
     try:
         config = SearchConfig(**doc)
@@ -44,18 +63,36 @@ def best_saving(front, test_scores: dict, exact_test: float, max_loss_pp: float)
     return max(savings, default=0.0)
 
 
-def run_studies(ctx, paths: list[Path], out_dir: Path, overrides: dict) -> list[dict]:
+def study_configs(paths: list[Path], overrides: dict) -> list[tuple[str, list[str], SearchConfig]]:
+    """Every study file with the command-line overrides applied, all checked before any work."""
+    studies = []
+    for path in paths:
+        name, modes, config = load_study(path)
+        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        config.validate()  # an override is a flag: its error names the flag
+        studies.append((name, modes, config))
+    return studies
+
+
+def run_studies(make_context, paths: list[Path], out_dir: Path, overrides: dict) -> list[dict]:
+    """`make_context(search_images, test_images, compensation)` gives the Context each study
+    runs in: every study uses its own image settings (one Context per distinct setting,
+    built when first needed; the previous one is released first)."""
     from surrogate_nas.runner import execute
 
     rows = []
     results = {}
-    for path in paths:
-        name, modes, config = load_study(path)
-        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    key, ctx = None, None
+    for name, modes, config in study_configs(paths, overrides):
+        wanted = (config.search_images, config.test_images, config.compensation)
+        if wanted != key:
+            key, ctx = wanted, None
+            ctx = make_context(*wanted)
         for mode in modes:
             run_id = f"{name}-{mode}-b{config.budget}-s{config.seed}"
             run_dir = out_dir / "runs" / run_id
-            result = execute(ctx, replace(config, mode=mode), out_dir / "runs", run_id=run_id, resume=run_dir.exists())
+            result = execute(ctx, replace(config, mode=mode), out_dir / "runs", run_id=run_id, resume=run_dir.exists(),
+                             resume_flag=f"study {name}: run {run_id}")
             results[(name, mode)] = result
             exact = result.exact_test_accuracy
             rows.append({

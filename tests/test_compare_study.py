@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
+from conftest import read_csv
+
+from surrogate_nas.cache import EvalCache
 
 from surrogate_nas.study import load_study
 from surrogate_nas.errors import UserError
@@ -69,3 +73,60 @@ def test_shipped_studies_are_the_original_four():
     assert sorted(settings) == [20, 40, 70, 100]
     c = settings[70]
     assert (c.generations, c.crossover_prob, c.crossover_eta, c.mutation_prob, c.mutation_eta) == (10, 0.5, 30, 0.5, 30)
+
+
+# --------------------------------------------------------------------------- run folders and per-study settings
+
+
+def _study(path, name: str, **settings) -> str:
+    lines = [f'name = "{name}"', 'modes = ["full"]', "budget = 6", "crossover_prob = 1.0"]
+    lines += [f"{k} = {v}" for k, v in settings.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_study_refuses_a_run_folder_with_other_settings(cli, tmp_path):
+    spec, out = tmp_path / "s.toml", tmp_path / "studies"
+    _study(spec, "s", pop_size=4)
+    first = cli("study", str(spec), "--search-images", "20", "--test-images", "20", "--compensation", "none",
+                "--out", str(out), cache=tmp_path / "c")
+    assert first.rc == 0, first.err
+    saved = (out / "runs" / "s-full-b6-s0" / "config.json").read_bytes()
+    _study(spec, "s", pop_size=6)  # same name, budget and seed: same run id
+    again = cli("study", str(spec), "--search-images", "20", "--test-images", "20", "--compensation", "none",
+                "--out", str(out), cache=tmp_path / "c")
+    assert again.rc == 2 and len(again.err_lines) == 1, again.err
+    assert again.err_lines[0] == (f"error: study s: run s-full-b6-s0: {out / 'runs' / 's-full-b6-s0'} holds a run with "
+                                  "other settings (pop_size 4 saved, 6 now); use another --out")
+    assert (out / "runs" / "s-full-b6-s0" / "config.json").read_bytes() == saved
+
+
+def test_compare_refuses_a_run_folder_with_other_settings(cli, tmp_path):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--methods", "full", "--budget", "6", "--seeds", "1", "--search-images", "20",
+            "--compensation", "none", "--out", str(out)]
+    assert cli(*argv, "--pop-size", "4", cache=tmp_path / "c").rc == 0
+    r = cli(*argv, "--pop-size", "4", "--mutation-eta", "20", cache=tmp_path / "c")
+    assert r.rc == 2 and len(r.err_lines) == 1, r.err
+    assert r.err_lines[0] == (f"error: compare: run cmp-full-b6-s0: {out / 'runs' / 'cmp-full-b6-s0'} holds a run with "
+                              "other settings (mutation_eta 3.0 saved, 20.0 now); use another --out")
+    again = cli(*argv, "--pop-size", "4", cache=tmp_path / "c")  # the same settings continue the folder
+    assert again.rc == 0, again.err
+
+
+def test_each_study_uses_its_own_image_settings(cli, tmp_path):
+    a = _study(tmp_path / "a.toml", "a", pop_size=4, search_images=10, test_images=20)
+    b = _study(tmp_path / "b.toml", "b", pop_size=4, search_images=20, test_images=30)
+    out = tmp_path / "studies"
+    r = cli("study", a, b, "--compensation", "none", "--out", str(out), cache=tmp_path / "c")
+    assert r.rc == 0, r.err
+    for name, n_search, n_test in (("a", 10, 20), ("b", 20, 30)):
+        doc = json.loads((out / "runs" / f"{name}-full-b6-s0" / "config.json").read_text())
+        assert doc["search"]["search_images"] == n_search and doc["evaluator"]["images"]["n_images"] == n_search
+        assert doc["rescore"]["test_images"] == n_test
+        rescored = read_csv(out / "runs" / f"{name}-full-b6-s0" / "rescored.csv")
+        assert rescored  # the all-exact point at least, re-scored on its own test subset
+    with EvalCache(tmp_path / "c" / "evaluations.sqlite") as cache:
+        test_sets = sorted(s["description"]["images"]["n_images"] for s in cache.stats()
+                           if s["description"]["images"]["split"] == "test")
+    assert test_sets == [20, 30]

@@ -104,7 +104,8 @@ def test_same_seed_same_front_and_second_run_from_cache(full_runs, cli):
     total = r.out.strip().splitlines()[-1]
     with EvalCache(full_runs["cache"] / "evaluations.sqlite") as cache:
         stats = cache.stats()
-    search = [s for s in stats if s["description"]["images"]["split"] == "validation"]
+    search = [s for s in stats if s["description"]["images"] == {**s["description"]["images"], "split": "validation",
+                                                                  "n_images": 20}]  # not the all-validation re-scoring
     rows_c = read_csv(out / "c" / "evaluations.csv")
     hits_c = sum(r["from_cache"] == "1" for r in rows_c)
     assert len(search) == 1
@@ -219,3 +220,128 @@ def test_resume_after_sigkill_gives_the_uninterrupted_front(project, cli, tmp_pa
     assert [x["genome_indices"] for x in again] == [x["genome_indices"] for x in rows]
     assert all(x["from_cache"] == "1" for x in again)
     assert _rows(db, "u") == 0
+
+
+# --------------------------------------------------------------------------- guarded resume
+
+
+@pytest.fixture(scope="module")
+def small_run(project, tmp_path_factory):
+    """A finished tiny full-mode run (budget 6) to resume against."""
+    from surrogate_nas import cli
+
+    base = tmp_path_factory.mktemp("guard")
+    out, cache = base / "runs", base / "cache"
+    with isolated_cwd(base):
+        rc = cli.main(FULL + ["--budget", "6", "--no-test", "--compensation", "none", "--out", str(out), "--run-id", "g"]
+                      + project.flags(cache=cache))
+    assert rc == 0
+    return out, cache
+
+
+def _other_weights(project, folder: Path) -> Path:
+    """The tiny model with other weights and a card that matches them (same calibration)."""
+    import hashlib
+
+    import keras
+
+    model = folder / "other.keras"
+    folder.mkdir(parents=True, exist_ok=True)
+    original = keras.models.load_model(project.model, compile=False)
+    original.set_weights([w * 1.01 for w in original.get_weights()])
+    original.save(model)
+    card = json.loads(project.model.with_suffix(".json").read_text())
+    card["weights_sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+    model.with_suffix(".json").write_text(json.dumps(card))
+    return model
+
+
+def _repriced_catalog(project, folder: Path) -> Path:
+    import shutil
+
+    shutil.copytree(project.catalog, folder)
+    text = (folder / "catalog.csv").read_text().replace("noisy,noisy.bin,0.35", "noisy,noisy.bin,0.36")
+    (folder / "catalog.csv").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("change, what", [("model", "model weights"), ("catalog", "multiplier catalog")])
+def test_resume_refuses_another_evaluator(small_run, cli, project, tmp_path, change, what):
+    out, cache = small_run
+    saved = (out / "g" / "config.json").read_bytes()
+    override = {"model": _other_weights(project, tmp_path / "m")} if change == "model" else \
+        {"catalog": _repriced_catalog(project, tmp_path / "catalog")}
+    r = cli("run", "--resume", "g", "--out", out, cache=cache, **override)
+    assert r.rc == 2 and len(r.err_lines) == 1, r.err
+    assert r.err_lines[0] == (f"error: --resume g: {out / 'g'} was run with another evaluator; changed: {what}; "
+                              "start a new run instead")
+    assert (out / "g" / "config.json").read_bytes() == saved
+
+
+def test_resume_with_the_same_evaluator_elsewhere_and_ignored_flags(small_run, cli, project, tmp_path):
+    """A copy of the same model and catalog at other paths is the same evaluator; search
+    flags given with --resume are named as ignored, and the saved configuration runs."""
+    import shutil
+
+    out, cache = small_run
+    model = tmp_path / "copy" / "tiny.keras"
+    model.parent.mkdir()
+    shutil.copy(project.model, model)
+    shutil.copy(project.model.with_suffix(".json"), model.with_suffix(".json"))
+    r = cli("run", "--resume", "g", "--out", out, "--budget", "99", "--pop-size", "8", "--seed", "0", "--no-test",
+            "--compensation", "bias", cache=cache, model=model)
+    assert r.rc == 0, r.err
+    lines = r.out.splitlines()
+    assert lines[:2] == ["resuming g with its saved configuration",
+                         "ignored with --resume (the saved configuration applies): --budget 99, --pop-size 8, "
+                         "--compensation bias, --no-test"]
+    assert json.loads((out / "g" / "config.json").read_text())["search"]["budget"] == 6
+    assert len(read_csv(out / "g" / "evaluations.csv")) == 6
+
+
+SURROGATE = ["run", "--pop-size", "4", "--offspring-factor", "3", "--search-images", "20", "--budget", "40",
+             "--seed", "1", "--no-test"]
+
+
+def test_surrogate_resume_after_sigkill_gives_the_uninterrupted_run(project, cli, tmp_path, subprocess_env):
+    cache, out = tmp_path / "cache", tmp_path / "runs"
+    db = cache / "evaluations.sqlite"
+    argv = [PYTHON, "-m", "surrogate_nas", *SURROGATE, "--out", str(out), "--run-id", "r", *project.flags(cache=cache)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=subprocess_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while _rows(db, "r") < 12:  # past the 6 seed evaluations, inside the screened generations
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended (rc {proc.returncode}) before it could be killed: "
+                            f"{proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("12 evaluations did not reach the cache within 180 s")
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    done_before = _rows(db, "r")
+    assert 12 <= done_before < 40
+
+    r = cli("run", "--resume", "r", "--out", out, cache=cache)
+    assert r.rc == 0, r.err
+    rows = read_csv(out / "r" / "evaluations.csv")
+    assert len(rows) == 40 and all(x["from_cache"] == "0" for x in rows)
+    assert _rows(db, "r") == 40
+    assert {x["reason"] for x in rows} >= {"seed", "screened"}
+
+    fresh = tmp_path / "fresh"
+    r = cli(*SURROGATE, "--out", fresh, "--run-id", "u", cache=cache)
+    assert r.rc == 0, r.err
+    again = read_csv(fresh / "u" / "evaluations.csv")
+    assert [(x["genome_indices"], x["reason"], x["generation"]) for x in again] == \
+        [(x["genome_indices"], x["reason"], x["generation"]) for x in rows]
+    assert all(x["from_cache"] == "1" for x in again) and _rows(db, "u") == 0
+    assert _front(fresh / "u") == _front(out / "r")
+    assert read_csv(fresh / "u" / "surrogate.csv") == read_csv(out / "r" / "surrogate.csv")

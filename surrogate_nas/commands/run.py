@@ -64,6 +64,25 @@ def config_from_args(args) -> "SearchConfig":  # noqa: F821
     )
 
 
+# Flags that a resumed run takes from its saved configuration instead.
+NOT_WITH_RESUME = ("mode", "budget", "pop_size", "generations", "crossover_prob", "crossover_eta", "mutation_prob",
+                   "mutation_eta", "seed", "search_images", "test_images", "seed_fraction", "offspring_factor",
+                   "compensation", "rescore_floor", "rescore_all", "run_id", "no_test")
+
+
+def ignored_with_resume(args: argparse.Namespace) -> list[str]:
+    """The flags given alongside --resume (values other than their defaults), as typed."""
+    sub = argparse.ArgumentParser(add_help=False).add_subparsers()
+    register(sub)
+    run_parser = sub.choices["run"]
+    out = []
+    for action in run_parser._actions:
+        if action.dest in NOT_WITH_RESUME and getattr(args, action.dest, action.default) != action.default:
+            value = getattr(args, action.dest)
+            out.append(action.option_strings[0] + ("" if isinstance(value, bool) else f" {value}"))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from surrogate_nas.genome import design_names
     from surrogate_nas.runner import Context, execute, load_run_config
@@ -73,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         config = load_run_config(out_dir / args.resume)
         print(f"resuming {args.resume} with its saved configuration")
+        ignored = ignored_with_resume(args)
+        if ignored:
+            print(f"ignored with --resume (the saved configuration applies): {', '.join(ignored)}")
         run_id = args.resume
     else:
         config = config_from_args(args)
@@ -80,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     ctx = Context(paths_from_args(args), config.search_images, config.test_images, seed=0,
                   compensation=config.compensation)
-    result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume))
+    result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume),
+                     resume_flag=f"--resume {args.resume}" if args.resume else None)
     print(f"\nrun {result.run_id}: {len(result.evaluations)} true evaluations "
           f"({result.computed} computed, {result.cache_hits} from cache) in {result.seconds:.0f} s")
     print(f"Pareto front: {len(result.front)} assignments -> {result.run_dir}/front.csv, front.png, report.txt")

@@ -24,15 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from surrogate_nas.runner import Context
     from surrogate_nas.session import paths_from_args
-    from surrogate_nas.study import load_study, run_studies
+    from surrogate_nas.study import run_studies, study_configs
 
     files = [Path(f) for f in args.files]
-    configs = [load_study(f)[2] for f in files]  # validate every file before any work
-    search_images = args.search_images or configs[0].search_images
-    ctx = Context(paths_from_args(args), search_images, args.test_images, compensation=args.compensation)
-    overrides = {"compensation": args.compensation, "budget": args.budget, "search_images": args.search_images, "test_images": args.test_images, "seed": args.seed}
+    overrides = {"compensation": args.compensation, "budget": args.budget, "search_images": args.search_images,
+                 "test_images": args.test_images, "seed": args.seed}
+    study_configs(files, overrides)  # validate every file and flag before any work
+    paths = paths_from_args(args)
+
+    def make_context(search_images: int, test_images: int | None, compensation: str) -> Context:
+        return Context(paths, search_images, test_images, compensation=compensation)
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    run_studies(ctx, files, out, overrides)
+    run_studies(make_context, files, out, overrides)
     print((out / "summary.md").read_text())
     return 0
