@@ -162,6 +162,12 @@ class EvalCache:
         return UserError(f"{self.path}: evaluation cache is damaged ({reason}); "
                          "move it away to start a new cache")
 
+    def _unusable(self, exc: sqlite3.OperationalError) -> UserError:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return UserError(f"{self.path}: evaluation cache stayed locked by another process for over "
+                             f"{BUSY_TIMEOUT_S:g} s ({exc}); try again when that process is done")
+        return UserError(f"{self.path}: cannot use the evaluation cache ({exc})")
+
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
@@ -193,7 +199,7 @@ class EvalCache:
         except sqlite3.OperationalError as exc:
             if conn is not None:
                 conn.close()
-            raise UserError(f"{path}: cannot open evaluation cache ({exc})") from None
+            raise self._unusable(exc) from None
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
@@ -242,8 +248,8 @@ class EvalCache:
             conn = self._connect()
             try:
                 yield conn
-            except sqlite3.OperationalError:
-                raise
+            except sqlite3.OperationalError as exc:
+                raise self._unusable(exc) from None
             except sqlite3.DatabaseError as exc:
                 raise self._damaged(exc) from None
 

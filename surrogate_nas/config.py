@@ -49,8 +49,12 @@ def _read_config(path: Path) -> dict[str, Path]:
     try:
         with open(path, "rb") as fh:
             doc = tomllib.load(fh)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: config file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
     table = doc.get("paths", {})
     if not isinstance(table, dict):
         raise UserError(f"{path}: [paths] must be a table")
@@ -59,8 +63,8 @@ def _read_config(path: Path) -> dict[str, Path]:
         raise UserError(f"{path}: unknown key(s) in [paths]: {', '.join(sorted(unknown))}")
     out = {}
     for key, value in table.items():
-        if not isinstance(value, str):
-            raise UserError(f"{path}: [paths] {key} must be a string")
+        if not isinstance(value, str) or not value.strip():
+            raise UserError(f"{path}: [paths] {key} must be a non-empty string (a path)")
         p = Path(value).expanduser()
         out[key] = p if p.is_absolute() else (path.parent / p)
     return out

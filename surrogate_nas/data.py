@@ -96,6 +96,11 @@ def load_cifar10(path: str | Path | None, cache_dir: Path | None = None, progres
     return data
 
 
+def validation_size(n_train: int) -> int:
+    """Images `make_splits` holds out by default: 5,000 of 50,000, or a tenth of a smaller set."""
+    return 5000 if n_train >= 50000 else max(1, n_train // 10)
+
+
 def make_splits(data: Cifar10, val_size: int | None = None, seed: int = 0) -> Splits:
     """Hold out a class-stratified validation set from the official training images.
 
@@ -105,7 +110,7 @@ def make_splits(data: Cifar10, val_size: int | None = None, seed: int = 0) -> Sp
     """
     n_train = len(data.y_train)
     if val_size is None:
-        val_size = 5000 if n_train >= 50000 else max(1, n_train // 10)
+        val_size = validation_size(n_train)
     if not 1 <= val_size < n_train:
         raise UserError(f"validation size {val_size} must be between 1 and {n_train - 1} (training images: {n_train})")
     rng = np.random.default_rng(seed)
@@ -327,7 +332,7 @@ def _check_layout(where: Path | str, listing: dict[str, dict[str, list[str]]]) -
 
 def _read_image_folder(root: Path, files: list[str], progress: bool):
     images, labels = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
-    for rel in tqdm(files, desc="decoding CIFAR-10", unit="img", disable=not progress):
+    for rel in tqdm(files, desc="decoding CIFAR-10", unit="img", disable=(not progress) or None):
         split, cls, _ = rel.split("/")
         try:
             content = (root / rel).read_bytes()
@@ -350,7 +355,7 @@ def _read_archive(path: Path, progress: bool):
     member = None
     try:
         with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar, tqdm(
-            total=path.stat().st_size, desc="decoding CIFAR-10", unit="B", unit_scale=True, disable=not progress
+            total=path.stat().st_size, desc="decoding CIFAR-10", unit="B", unit_scale=True, disable=(not progress) or None
         ) as bar:
             for member in tar:
                 bar.update(raw.tell() - bar.n)

@@ -98,6 +98,22 @@ def _device() -> str:
     return "GPU" if gpus else "CPU"
 
 
+def _check_structure(float_model, card: dict, model_path: Path) -> None:
+    """The network the search assumes: 32x32x3 images in, five conv layers, 10 logits out."""
+    from surrogate_nas.model import conv_layers
+
+    try:
+        conv_layers(float_model)
+    except ValueError as exc:
+        raise UserError(f"--model {model_path}: {exc} (not a model of this project)") from None
+    shape_in, shape_out = tuple(float_model.input_shape[1:]), tuple(float_model.output_shape[1:])
+    if shape_in != (32, 32, 3) or shape_out != (10,):
+        raise UserError(f"--model {model_path}: takes {shape_in} and gives {shape_out}; expected (32, 32, 3) "
+                        "CIFAR-10 images and 10 class scores")
+    if len(card["input_ranges"]) != 5:
+        raise UserError(f"--model {model_path}: its card has {len(card['input_ranges'])} input ranges, expected 5")
+
+
 @dataclass(frozen=True)
 class Score:
     genome: tuple[int, ...]
@@ -210,6 +226,7 @@ class Evaluator:
         except Exception as exc:  # keras raises many types for a bad file
             raise UserError(f"--model {model_path}: cannot load the model ({type(exc).__name__}: {exc})") from None
         check_card(model_path, card)
+        _check_structure(float_model, card, model_path)
         splits = make_splits(data, seed=0)
         calibration = calibration_set(splits, data.source_hash, int(card.get("seed", 0)))
         return cls(float_model, card, catalog, select_images(splits, data.source_hash, split, n_images, seed),

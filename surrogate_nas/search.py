@@ -78,10 +78,14 @@ class SearchConfig:
             if not 0.0 <= value <= 1.0:
                 bad(flag, f"must be a probability in [0, 1], got {value}")
         for flag, value in (("crossover-eta", self.crossover_eta), ("mutation-eta", self.mutation_eta)):
-            if not value > 0:
-                bad(flag, f"must be > 0, got {value}")
+            if not 0 < value < float("inf"):
+                bad(flag, f"must be > 0 and finite, got {value}")
+        if self.seed < 0:
+            bad("seed", f"must be >= 0, got {self.seed}")
         if self.search_images < 1:
             bad("search-images", f"must be positive, got {self.search_images}")
+        if self.test_images is not None and self.test_images < 1:
+            bad("test-images", f"must be positive (leave it out for the whole test set), got {self.test_images}")
         if not 0.0 < self.seed_fraction < 1.0:
             bad("seed-fraction", f"must be in (0, 1), got {self.seed_fraction}")
         if self.compensation not in CHOICES:
@@ -90,6 +94,8 @@ class SearchConfig:
             bad("rescore-floor", f"must be >= 0 pp, got {self.rescore_floor_pp}")
         if self.offspring_factor < 1:
             bad("offspring-factor", f"must be >= 1, got {self.offspring_factor}")
+        if self.drift_every < 0 or self.drift_samples < 0:
+            bad("drift_every/drift_samples", f"must be >= 0, got {self.drift_every}/{self.drift_samples}")
 
     def as_dict(self) -> dict:
         return asdict(self)

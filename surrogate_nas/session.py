@@ -31,12 +31,20 @@ def paths_from_args(args) -> Paths:
     )
 
 
-def load_catalog_from(paths: Paths):
+def load_catalog_from(paths: Paths, compensation: str | None = None):
+    """The configured catalog; with `compensation="search"` its (circuit, method) designs."""
     from surrogate_nas.multipliers import load_catalog
 
     catalog = load_catalog(require(paths.multipliers, "multipliers", "multiplier catalog"))
     if catalog.exact is None:
         raise UserError(f"--catalog {catalog.path}: no exact multiplier (table equal to a*b); energy needs one")
+    if not catalog.exact.power_mw > 0:
+        raise UserError(f"--catalog {catalog.path}: the exact multiplier {catalog.exact.name} has power "
+                        f"{catalog.exact.power_mw} mW; relative energy divides by it, so it must be positive")
+    if compensation == "search":
+        from surrogate_nas.designs import design_catalog
+
+        catalog = design_catalog(catalog)
     return catalog
 
 
@@ -56,14 +64,15 @@ def load_data_from(paths: Paths):
 
 
 def ensure_model(paths: Paths) -> Path:
-    """The configured model; trains it first (saying so) when it does not exist yet."""
+    """The configured model, which must exist: training (tens of minutes) happens only
+    when asked for with `train`, never because a path was mistyped."""
     if paths.model is None:
         raise UserError("no model configured: pass --model, set SURROGATE_NAS_MODEL or add 'model' to [paths]")
     model_path = Path(paths.model)
-    if model_path.exists():
-        return model_path
-    print(f"model {model_path} not found: training it first ({DEFAULT_TRAIN_EPOCHS} epochs, takes a while)")
-    from surrogate_nas.training_job import train_and_save
-
-    train_and_save(model_path, paths.data, paths.cache, epochs=DEFAULT_TRAIN_EPOCHS)
+    if not model_path.exists():
+        where = f" (from {paths.config_file})" if "model" in paths.from_config_file else ""
+        raise UserError(f"--model {model_path}{where}: model not found; train one with "
+                        f"`python -m surrogate_nas train --model {model_path}`")
+    if not model_path.is_file():
+        raise UserError(f"--model {model_path}: not a file (expected a .keras model)")
     return model_path

@@ -33,8 +33,12 @@ def run(args: argparse.Namespace) -> int:
     if args.split not in SPLITS:
         raise UserError(f"--split: expected one of {', '.join(SPLITS)}, got {args.split!r}")
     check_method(args.compensation)
+    if args.images is not None and args.images < 1:
+        raise UserError(f"--images: must be positive, got {args.images}")
+    if args.seed < 0:
+        raise UserError(f"--seed: must be >= 0, got {args.seed}")
     paths = paths_from_args(args)
-    catalog = load_catalog_from(paths)
+    catalog = load_catalog_from(paths, args.compensation)
     genome = parse_genome(args.genome, catalog)
     n_images = args.images if args.images is not None else (2000 if args.split == "validation" else None)
     model_path = ensure_model(paths)

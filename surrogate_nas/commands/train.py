@@ -26,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.train_images is not None and args.train_images < 1:
+        raise UserError(f"--train-images must be >= 1, got {args.train_images}")
     from surrogate_nas.config import resolve_paths
     from surrogate_nas.training_job import train_and_save
 
