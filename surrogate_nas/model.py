@@ -96,14 +96,13 @@ def build_approx_model(
     model: keras.Model,
     input_ranges: list[tuple[float, float]] | None = None,
     quantization: str = "calibrated",
-    folded: bool = True,
 ) -> keras.Model:
     """The inference twin of `model` with every conv an `AxConv2D` (exact table at first).
 
     `input_ranges` are the calibrated per-layer input ranges; with quantization="batch"
     ranges come from each batch, as tf-approximate does.
     """
-    weights = folded_conv_weights(model) if folded else None
+    weights = folded_conv_weights(model)
     inputs = keras.Input((32, 32, 3), name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
     conv_index = 0

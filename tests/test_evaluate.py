@@ -40,14 +40,19 @@ def _json(cli, genome: str, *extra: str) -> dict:
     return json.loads(lines[0])
 
 
-def test_json_all_exact(cli):
+def test_json_all_exact(cli, float_model, card, evaluator):
+    from numpy_reference import approx_forward, weights_of
+
     doc = _json(cli, EXACT5, "--images", "20")
     assert doc["genome"] == ["exact"] * 5
     assert doc["genome_indices"] == [EXACT_INDEX] * 5
     assert doc["energy"] == pytest.approx(1.0, abs=1e-12)
     assert doc["n_images"] == 20
     assert doc["split"] == "validation"
-    assert 0.0 <= doc["accuracy"] <= 1.0
+    # the same 20 search-set images, scored by an independent numpy forward pass
+    assert evaluator.image_set.description["n_images"] == 20
+    logits = approx_forward(evaluator.image_set.images, weights_of(float_model), card["input_ranges"])
+    assert doc["accuracy"] == float(np.mean(logits.argmax(1) == evaluator.image_set.labels))
     assert {"seconds", "fingerprint"} <= set(doc)
 
 
