@@ -24,11 +24,64 @@ def test_compare_writes_tables_and_plots(cli, tmp_path):
     assert [r["method"] for r in rows] == ["surrogate", "full", "random", "optuna"]
     budgets = {r["method"]: int(r["budget"]) for r in rows}
     assert budgets == {"surrogate": 8, "full": 10, "random": 8, "optuna": 8}
+    # every method used its whole budget, and its final HV is that of the genomes it used,
+    # recomputed: NSGA-II runs from their run folders, random and Optuna from the cache
+    used = _genomes_used_per_run(tmp_path / "c" / "evaluations.sqlite")
+    ref = _hv_reference(out / "runs" / "cmp-full-b10-s0")
     for r in rows:
-        assert int(r["computed_total"]) + int(r["cache_hits_total"]) <= budgets[r["method"]]
-        assert float(r["final_hv_min"]) <= float(r["final_hv_median"]) <= float(r["final_hv_max"])
+        method, budget = r["method"], budgets[r["method"]]
+        assert int(r["computed_total"]) + int(r["cache_hits_total"]) == budget
+        if method in ("surrogate", "full"):
+            points = [(1 - float(e["accuracy"]), float(e["energy"]))
+                      for e in read_csv(out / "runs" / f"cmp-{method}-b{budget}-s0" / "evaluations.csv")]
+        else:
+            points = used[f"cmp-{method}-s0"]
+        assert len(points) == budget
+        assert float(r["final_hv_median"]) == pytest.approx(hv2d(points, ref), rel=1e-9, abs=1e-12)
+        assert r["final_hv_min"] == r["final_hv_median"] == r["final_hv_max"]  # one seed
     assert (out / "hv_vs_evaluations.png").stat().st_size > 0 and (out / "fronts.png").stat().st_size > 0
     assert "HV reference point" in (out / "summary.md").read_text()
+
+
+def hv2d(points, reference) -> float:
+    """Area dominated by (1 - accuracy, energy) points (both minimised) inside the reference box."""
+    inside = sorted((f1, f2) for f1, f2 in points if f1 < reference[0] and f2 < reference[1])
+    area, best_f2 = 0.0, reference[1]
+    for f1, f2 in inside:  # horizontal slabs, from the most accurate point down
+        if f2 < best_f2:
+            area += (reference[0] - f1) * (best_f2 - f2)
+            best_f2 = f2
+    return area
+
+
+def test_hv2d_reference():
+    ref = (0.3, 1.0)
+    assert hv2d([(0.1, 0.5)], ref) == pytest.approx(0.2 * 0.5)
+    assert hv2d([(0.1, 0.5), (0.2, 0.2)], ref) == pytest.approx(0.2 * 0.5 + 0.1 * 0.3)
+    assert hv2d([(0.1, 0.5), (0.2, 0.6), (0.4, 0.1)], ref) == pytest.approx(0.1)
+
+
+def _hv_reference(run_dir) -> tuple[float, float]:
+    """The reference point a run states in its config.json, as (1 - accuracy, energy)."""
+    ref = json.loads((run_dir / "config.json").read_text())["hv_reference"]
+    return 1 - ref["accuracy"], ref["energy"]
+
+
+def _genomes_used_per_run(db) -> dict:
+    """run id -> [(1 - accuracy, energy)] of the genomes it computed or took from the cache."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        stored = {(fp, g): (a, e) for fp, g, a, e in conn.execute("SELECT fingerprint, genome, accuracy, energy FROM evaluations")}
+        used: dict = {}
+        for fp, g, run in conn.execute("SELECT fingerprint, genome, run_id FROM evaluations UNION "
+                                       "SELECT fingerprint, genome, run_id FROM hits"):
+            a, e = stored[(fp, g)]
+            used.setdefault(run, []).append((1 - a, e))
+    finally:
+        conn.close()
+    return used
 
 
 def test_compare_rejects_bad_flags(cli, tmp_path):
@@ -48,8 +101,17 @@ def test_study_runs_both_modes_and_summarises(cli, tmp_path):
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert [(r["study"], r["mode"]) for r in rows] == [("tiny", "full"), ("tiny", "surrogate")]
     for r in rows:
-        assert int(r["true_evals"]) <= 8 and int(r["pareto_points"]) >= 1
-        assert 0.0 <= float(r["saving_at_0.5pp_%"]) <= float(r["saving_at_1pp_%"]) <= 100.0
+        run = out / "runs" / f"tiny-{r['mode']}-b8-s0"
+        front = read_csv(run / "front.csv")
+        assert int(r["true_evals"]) == len(read_csv(run / "evaluations.csv"))
+        assert int(r["pareto_points"]) == len(front)
+        points = [(1 - float(f["search_accuracy"]), float(f["energy"])) for f in front]
+        assert float(r["hv"]) == pytest.approx(hv2d(points, _hv_reference(run)))
+        exact = float(r["exact_test_acc"])
+        for loss, column in ((0.5, "saving_at_0.5pp_%"), (1.0, "saving_at_1pp_%")):
+            savings = [100 * (1 - float(f["energy"])) for f in front
+                       if f["test_accuracy"] and 100 * (exact - float(f["test_accuracy"])) <= loss]
+            assert float(r[column]) == pytest.approx(max(savings, default=0.0))
     assert (out / "fronts.png").is_file() and (out / "runs" / "tiny-full-b8-s0" / "front.csv").is_file()
 
 

@@ -85,7 +85,8 @@ def test_full_run_writes_its_folder(full_runs, catalog):
     assert report.startswith("run a: mode full, budget 12, pop 4")
     layer_lines = [line for line in report.splitlines() if line.startswith("ConvLayer")]
     assert len(layer_lines) == 5 * len(front)
-    assert all(re.fullmatch(r"ConvLayer [1-5]: (trunc|exact|lowbits|noisy|zero)\.bin", line) for line in layer_lines)
+    assert all(re.fullmatch(r"ConvLayer [1-5]: (trunc|exact|lowbits|noisy|zero)\.bin( \((bias|tune|alwann|tune\+bias)\))?",
+                            line) for line in layer_lines), layer_lines
     assert report.count("# Pareto point") == len(front)
 
 
@@ -111,6 +112,19 @@ def test_same_seed_same_front_and_second_run_from_cache(full_runs, cli):
     assert len(search) == 1
     assert search[0]["rows"] == 12 + (12 - hits_c) and search[0]["hits"] == 12 + hits_c
     assert total.endswith(f"{len(stats)} fingerprint(s)")
+
+
+def test_rescored_values_equal_evaluate(full_runs, cli):
+    """Every re-scored point of run a equals what `evaluate` gives for that genome on the same
+    images: the 20-image test subset and the whole 30-image validation split."""
+    rescored = read_csv(full_runs["out"] / "a" / "rescored.csv")
+    assert rescored[0]["role"] == "all-exact" and rescored[0]["genome_indices"] == ",".join(map(str, EXACT))
+    for row in rescored[:3]:
+        for split, images, column in (("test", "20", "test_accuracy"), ("validation", "30", "validation_accuracy")):
+            r = cli("evaluate", "--genome", row["genome_indices"], "--split", split, "--images", images, "--json",
+                    cache=full_runs["cache"])
+            assert r.rc == 0, r.err
+            assert float(row[column]) == pytest.approx(json.loads(r.out)["accuracy"], abs=5e-7), (row, split)  # 6 digits
 
 
 def test_other_seed_other_search(full_runs):

@@ -191,10 +191,14 @@ def test_hypervolume_two_points():
 
 
 def test_hypervolume_default_reference():
-    r_err, r_energy = HV_REFERENCE
-    assert 0 < r_err <= 1 and r_energy == 1.0  # energy bound: the all-exact assignment
-    point = [r_err / 2, r_energy / 2]
-    assert hypervolume([point]) == pytest.approx(r_err / 2 * r_energy / 2)
-    assert hypervolume([point]) == hypervolume([point], reference=HV_REFERENCE)
+    """The energy bound is the all-exact assignment's energy: an assignment that costs as
+    much adds no volume however accurate; one 1 % cheaper adds the 1 % strip."""
+    from surrogate_nas.energy import EnergyModel
+
+    all_exact = EnergyModel([300, 500], [0.1, 0.4], exact_power=0.4)((1, 1))
+    assert hypervolume([[0.0, all_exact]]) == 0.0
+    r_err = HV_REFERENCE[0]
+    assert hypervolume([[0.0, all_exact - 0.01]]) == pytest.approx(r_err * 0.01)
+    point = [r_err / 2, 0.5]
+    assert hypervolume([point]) == pytest.approx(r_err / 2 * 0.5)
     assert hypervolume([[r_err, 0.0]]) == 0.0  # accuracy at the floor: outside
-    assert hypervolume([[min(r_err * 1.5, 1.0), 0.1]]) == 0.0
