@@ -217,3 +217,43 @@ def test_from_paths_matches_direct(project, catalog, dataset, evaluator):
     ev = Evaluator.from_paths(project.model, catalog, dataset, "validation", 20, 0, compensation="none")
     assert ev.fingerprint == evaluator.fingerprint
     assert ev.accuracy((0, 1, 2, 3, 4)) == evaluator.accuracy((0, 1, 2, 3, 4))
+
+
+def test_fingerprint_changes_with_what_changes_an_accuracy(float_model, card, catalog, dataset, evaluator, tmp_path,
+                                                           monkeypatch):
+    """Other weights, other pixels under the same indices, another catalog or another
+    emulation version: another fingerprint (cached accuracies are not reused)."""
+    import dataclasses
+
+    import keras
+    from conftest import write_catalog
+
+    from surrogate_nas import evaluate as evaluate_module
+    from surrogate_nas.multipliers import load_catalog
+
+    base = evaluator.fingerprint
+    assert make_evaluator(float_model, card, catalog, dataset).fingerprint == base  # same inputs, same key
+
+    other = keras.models.clone_model(float_model)
+    other.set_weights([w * 1.01 for w in float_model.get_weights()])
+    assert make_evaluator(other, card, catalog, dataset).fingerprint != base
+
+    # one pixel of one search-set image, with everything else (source hash, indices) equal
+    from surrogate_nas.data import make_splits
+
+    val_idx = make_splits(dataset, seed=0).val_idx
+    image = val_idx[evaluator.image_set.indices[0]]
+    x_train = dataset.x_train.copy()
+    x_train[image, 0, 0, 0] ^= 1
+    repainted = dataclasses.replace(dataset, x_train=x_train)
+    changed = make_evaluator(float_model, card, catalog, repainted)
+    assert changed.image_set.description["indices_sha256"] == evaluator.image_set.description["indices_sha256"]
+    assert changed.fingerprint != base
+
+    from conftest import CIRCUITS, POWERS
+
+    repriced = load_catalog(write_catalog(tmp_path / "cat", CIRCUITS, {**POWERS, "noisy": 0.36}))
+    assert make_evaluator(float_model, card, repriced, dataset).fingerprint != base
+
+    monkeypatch.setattr(evaluate_module, "EMULATION_VERSION", "axconv-next")
+    assert make_evaluator(float_model, card, catalog, dataset).fingerprint != base

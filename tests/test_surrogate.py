@@ -269,3 +269,31 @@ def test_surrogate_run_reports_only_true_evaluations(surrogate_run):
     assert len(cached) == len(genomes)
     n_log = sum(int(row["n_fresh"]) for row in read_csv(run / "surrogate.csv"))
     assert n_log == sum(r["reason"] in ("screened", "drift") for r in rows)
+
+
+class PerfectLiar(AccuracySurrogate):
+    """A surrogate that predicts accuracy 1.0 for every genome, with full confidence."""
+
+    def predict(self, X, return_std=False):
+        ones = np.ones(len(np.asarray(X)))
+        return (ones, np.zeros_like(ones)) if return_std else ones
+
+
+def test_front_never_holds_an_unevaluated_genome(cli, tmp_path, monkeypatch):
+    """Predicted 1.0 everywhere: every offspring dominates every true point in the
+    population, yet the front holds only truly evaluated genomes with their true accuracy."""
+    monkeypatch.setattr("surrogate_nas.surrogate_search.AccuracySurrogate", PerfectLiar)
+    out = tmp_path / "runs"
+    r = cli("run", "--budget", "16", "--pop-size", "4", "--offspring-factor", "3", "--search-images", "20",
+            "--no-test", "--compensation", "none", "--out", out, "--run-id", "liar", cache=tmp_path / "c")
+    assert r.rc == 0, r.err
+    rows = {x["genome_indices"]: x for x in read_csv(out / "liar" / "evaluations.csv")}
+    assert len(rows) == 16 and {x["reason"] for x in rows.values()} >= {"seed", "screened"}
+    front = read_csv(out / "liar" / "front.csv")
+    assert front
+    for point in front:
+        assert point["genome_indices"] in rows
+        assert point["search_accuracy"] == rows[point["genome_indices"]]["accuracy"]
+        assert float(point["search_accuracy"]) < 1.0  # a prediction would have read 1.0
+    log = read_csv(out / "liar" / "surrogate.csv")
+    assert log and all(float(x["mae"]) > 0 for x in log)  # the lie was measured against the truth
