@@ -3,8 +3,8 @@
 The approximate network of a design (its tables and compensation in the forward pass,
 BatchNorm folded, calibrated input ranges kept) is trained for a few epochs on the
 training split through the straight-through estimator of `AxConv2D`. Afterwards the
-compensation is re-fitted to the new weights (same method per layer), and the network is
-re-scored on all validation images and the test set. Hardware is unchanged: the energy
+compensation is re-fitted to the new weights (same method per layer) when that lowers the loss on the
+calibration images of the training split, and the network is re-scored on all validation images and the test set. Hardware is unchanged: the energy
 of a design does not move, only its stored weights do.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_EPOCHS = 2
-DEFAULT_LR = 5e-4
-DEFAULT_TRAIN_IMAGES = 10000
+DEFAULT_LR = 2e-4
+DEFAULT_TRAIN_IMAGES = 20000
 BATCH = 128
 
 
@@ -36,6 +36,7 @@ class FinetuneResult:
     train_images: int
     seconds: float
     seconds_per_epoch: float
+    compensation_refit: bool
     model_path: str | None = None
 
     def row(self, names: list[str]) -> dict:
@@ -74,7 +75,8 @@ def refit_compensation(evaluator, genome, methods: list[str], calibration) -> No
 def finetune_design(evaluator, genome, splits, calibration, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
                     train_images: int | None = DEFAULT_TRAIN_IMAGES, seed: int = 0, verbose: int = 1) -> tuple[float, float]:
     """Train `evaluator.model` in place with `genome`'s designs; returns (seconds,
-    seconds per epoch). The evaluator must be private to this design."""
+    seconds per epoch, whether the compensation was re-fitted). The evaluator must be
+    private to this design."""
     import keras
     import tensorflow as tf
 
@@ -87,12 +89,41 @@ def finetune_design(evaluator, genome, splits, calibration, epochs: int = DEFAUL
     model = evaluator.model
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1))
-    ds = augment_dataset(splits.x_train[idx], splits.y_train[idx], BATCH, seed).map(lambda i, l: (i, tf.one_hot(l, 10)))
+    ds = augment_dataset(splits.x_train[idx], splits.y_train[idx], min(BATCH, len(idx)), seed).map(lambda i, l: (i, tf.one_hot(l, 10)))
     start = time.time()
     model.fit(ds, epochs=epochs, verbose=verbose)
     seconds = time.time() - start
+    refit = choose_refit(evaluator, genome, methods, calibration)
+    return seconds, seconds / max(1, epochs), refit
+
+
+def choose_refit(evaluator, genome, methods: list[str], calibration) -> bool:
+    """Re-fit the compensation to the trained weights, or keep the offsets it trained
+    with: training also moved the biases to absorb the old offsets, so a re-fit can
+    double-correct. Decided by cross-entropy on the calibration images (training split),
+    never on validation or test. Returns whether the re-fit was kept."""
+    import tensorflow as tf
+
+    from surrogate_nas.evaluate import _cross_entropy
+
+    x = tf.constant(calibration.images.astype(np.float32))
+
+    def loss():
+        return _cross_entropy(np.concatenate([evaluator._predict(x[i:i + 500]) for i in range(0, len(x), 500)]),
+                              calibration.labels)
+
+    kept = [(layer.bias_offset.numpy().copy(), layer.table.numpy().astype(np.uint16), layer.compensation)
+            for layer in evaluator.layers]
+    before = loss()
     refit_compensation(evaluator, genome, methods, calibration)
-    return seconds, seconds / max(1, epochs)
+    if loss() <= before:
+        return True
+    for layer, (offset, table, compensation) in zip(evaluator.layers, kept):
+        layer._set_table(table)
+        layer.table.assign(table.astype(np.int32))
+        layer.bias_offset.assign(offset)
+        layer.compensation = compensation
+    return False
 
 
 def save_design(evaluator, path: Path, card: dict) -> Path:
@@ -168,11 +199,11 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
         before = context["before"].get(g)
         if before is None or method != config["search"].get("compensation", "none"):
             before = (ev.accuracy(g), top1(ev._predict, test.images.astype(np.float32), test.labels))
-        seconds, per_epoch = finetune_design(ev, g, splits, calibration, epochs, lr, train_images, seed,
+        seconds, per_epoch, refit = finetune_design(ev, g, splits, calibration, epochs, lr, train_images, seed,
                                              verbose=0 if quiet else 2)
         after = (ev.accuracy(g), top1(ev._predict, test.images.astype(np.float32), test.labels))
         result = FinetuneResult(g, ev.design_labels(g), ev.energy(g), before[0], before[1], after[0], after[1], epochs,
-                                len(training_subset(splits.y_train, train_images, seed)), seconds, per_epoch)
+                                len(training_subset(splits.y_train, train_images, seed)), seconds, per_epoch, refit)
         path = out / f"design-{k}.keras"
         result.model_path = str(path)
         save_design(ev, path, {"source_run": str(run_dir), "model": str(model_path), "weights_sha256": card.get("weights_sha256"),

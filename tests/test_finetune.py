@@ -1,0 +1,64 @@
+"""`finetune` on a finished tiny run: outputs, honest selection, and saved designs that
+reproduce the reported accuracy when loaded with plain Keras."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import read_csv
+
+
+@pytest.fixture(scope="module")
+def finetuned(project, tmp_path_factory):
+    from conftest import isolated_cwd
+
+    from surrogate_nas import cli
+
+    base = tmp_path_factory.mktemp("finetune")
+    out = base / "runs"
+    with isolated_cwd(base):
+        flags = project.flags(cache=base / "cache")
+        rc = cli.main(["run", "--mode", "full", "--budget", "10", "--pop-size", "4", "--search-images", "20",
+                       "--test-images", "20", "--compensation", "bias", "--rescore-all", "--out", str(out),
+                       "--run-id", "r"] + flags)
+        assert rc == 0
+        rc = cli.main(["finetune", str(out / "r"), "--points", "100", "--epochs", "1", "--train-images", "64",
+                       "--test-images", "20"] + flags)
+    return rc, out / "r"
+
+
+def test_finetune_outputs(finetuned):
+    rc, run = finetuned
+    assert rc == 0
+    ft = run / "finetune"
+    rows = read_csv(ft / "finetune.csv")
+    assert len(rows) == 1
+    row = rows[0]
+    summary = json.loads((run / "summary.json").read_text())
+    # the chosen point is the cheapest front point (100 pp admits every point)
+    front = [r for r in read_csv(run / "rescored.csv") if r["role"] == "front"]
+    cheapest = min(front, key=lambda r: float(r["energy"]))
+    assert row["genome_indices"] == cheapest["genome_indices"]
+    assert float(row["validation_before"]) == pytest.approx(float(cheapest["validation_accuracy"]))
+    assert row["epochs"] == "1" and row["train_images"] == "64"
+    assert (ft / "finetune.png").is_file()
+    doc = json.loads((ft / "finetune.json").read_text())
+    assert doc["all_exact"]["validation_accuracy"] == pytest.approx(summary["all_exact"]["validation_accuracy"])
+
+
+def test_saved_design_reproduces_reported_accuracy(finetuned, project):
+    import keras
+
+    import surrogate_nas.axconv  # noqa: F401  (registers AxConv2D with Keras)
+    from surrogate_nas.data import load_cifar10, make_splits
+
+    _, run = finetuned
+    row = read_csv(run / "finetune" / "finetune.csv")[0]
+    model = keras.models.load_model(row["model_path"], compile=False)
+    splits = make_splits(load_cifar10(project.data, cache_dir=project.cache), seed=0)
+    logits = model(splits.x_val.astype(np.float32), training=False).numpy()
+    assert np.mean(np.argmax(logits, axis=1) == splits.y_val) == pytest.approx(float(row["validation_after"]), abs=1e-12)
+    card = json.loads((run / "finetune" / "design-1.json").read_text())
+    assert card["genome_indices"] == row["genome_indices"] and card["source_run"] == str(run)
