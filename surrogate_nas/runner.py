@@ -106,6 +106,8 @@ def check_saved_run(run_dir: Path, ctx: "Context", config: SearchConfig, flag: s
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UserError(f"{flag}: {path} is not a run configuration ({type(exc).__name__}: {exc})") from None
     wanted = json.loads(json.dumps(config.as_dict()))
+    # a setting newer than the saved run had its default then (as load_run_config reads it)
+    saved_search = {**json.loads(json.dumps(SearchConfig().as_dict())), **saved_search}
     changed = [k for k in sorted(set(saved_search) | set(wanted)) if saved_search.get(k) != wanted.get(k)]
     if changed:
         diffs = ", ".join(f"{k} {saved_search.get(k)!r} saved, {wanted.get(k)!r} now" for k in changed)

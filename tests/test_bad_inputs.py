@@ -121,7 +121,8 @@ def bad(project, tmp_path_factory) -> Bad:
     studies = {}
     for name, content in {"not_utf8": b'name = "\xff"\n', "wrong_type": b'pop_size = "many"\n',
                           "bad_mode": b'modes = ["fast"]\n', "bad_name": b'name = "../x"\n',
-                          "ok": b'pop_size = 4\nbudget = 6\nmodes = ["full"]\n'}.items():
+                          "ok": b'pop_size = 4\nbudget = 6\nmodes = ["full"]\n',
+                          "too_many_test": b'pop_size = 4\nbudget = 6\nsearch_images = 20\ntest_images = 101\n'}.items():
         studies[name] = root / "studies" / f"{name}.toml"
         studies[name].parent.mkdir(parents=True, exist_ok=True)
         studies[name].write_bytes(content)
@@ -172,6 +173,8 @@ CASES = {
     "study-search-images-0": (["study", "bad.studies.ok", "--search-images", "0"], {}, r"--search-images: must be positive"),
     "study-test-images-too-many": (["study", "bad.studies.ok", "--test-images", "101", "--search-images", "20"], {},
                                    r"--test-images: must be between 1 and 100"),
+    "study-file-test-images-too-many": (["study", "bad.studies.ok", "bad.studies.too_many_test", "--search-images", "20"],
+                                        {}, r"too_many_test\.toml: --test-images: must be between 1 and 100"),
     "train-seed-negative": (["train", "--seed", "-1"], {}, r"--seed must be >= 0"),
     "train-epochs-0": (["train", "--epochs", "0"], {}, r"--epochs must be >= 1"),
     # catalogs

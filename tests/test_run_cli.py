@@ -359,3 +359,17 @@ def test_surrogate_resume_after_sigkill_gives_the_uninterrupted_run(project, cli
     assert all(x["from_cache"] == "1" for x in again) and _rows(db, "u") == 0
     assert _front(fresh / "u") == _front(out / "r")
     assert read_csv(fresh / "u" / "surrogate.csv") == read_csv(out / "r" / "surrogate.csv")
+
+
+def test_resume_of_a_run_saved_before_a_setting_existed(small_run, cli):
+    """A setting added since the run was saved had its default then: not a change."""
+    import shutil
+
+    out, cache = small_run
+    shutil.copytree(out / "g", out / "old")
+    doc = json.loads((out / "old" / "config.json").read_text())
+    del doc["search"]["drift_samples"]
+    (out / "old" / "config.json").write_text(json.dumps(doc))
+    r = cli("run", "--resume", "old", "--out", out, cache=cache)
+    assert r.rc == 0, r.err
+    assert len(read_csv(out / "old" / "evaluations.csv")) == 6

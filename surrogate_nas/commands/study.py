@@ -22,15 +22,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surrogate_nas.runner import Context
-    from surrogate_nas.session import paths_from_args
+    from surrogate_nas.errors import UserError
+    from surrogate_nas.runner import Context, check_image_counts
+    from surrogate_nas.session import load_data_from, paths_from_args
     from surrogate_nas.study import run_studies, study_configs
 
     files = [Path(f) for f in args.files]
     overrides = {"compensation": args.compensation, "budget": args.budget, "search_images": args.search_images,
                  "test_images": args.test_images, "seed": args.seed}
-    study_configs(files, overrides)  # validate every file and flag before any work
+    studies = study_configs(files, overrides)  # validate every file and flag before any work
     paths = paths_from_args(args)
+    data = load_data_from(paths)  # and every study's image counts, before the first run
+    for path, (_, _, config) in zip(files, studies):
+        try:
+            check_image_counts(data, config.search_images, config.test_images)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+    del data
 
     def make_context(search_images: int, test_images: int | None, compensation: str) -> Context:
         return Context(paths, search_images, test_images, compensation=compensation)
