@@ -42,7 +42,7 @@ def import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
-COMMANDS = ("multipliers", "train", "evaluate", "run", "summarize", "finetune", "compare", "study", "cache")
+COMMANDS = ("multipliers", "train", "evaluate", "run", "summarize", "finetune", "export", "compare", "study", "cache")
 
 
 class OneLineParser(argparse.ArgumentParser):

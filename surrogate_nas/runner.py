@@ -261,7 +261,24 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     result = RunResult(run_id, run_dir, front, list(truth.archive.values()), hv_history, rescored, exact,
                        seconds, truth.cache_hits, truth.computed, generations, surrogate_log)
     write_outputs(result, ctx, config)
+    if config.finetune_top and rescored:
+        finetune_best(ctx, run_dir, config.finetune_top)
     return result
+
+
+def finetune_best(ctx: Context, run_dir: Path, k: int) -> None:
+    """`run --finetune-top K`: fine-tune the K tightest validation-chosen points (0.5, 1, 2,
+    5 pp, ...) and add the after-fine-tuning choices to summary.json."""
+    from surrogate_nas.finetune import finetune_run, format_results
+
+    tolerances = [0.5, 1.0, 2.0, 5.0, 10.0][:k]
+    results, summary = finetune_run(ctx.paths, run_dir, run_dir / "finetune", tolerances=tolerances, quiet=ctx.quiet,
+                                    test_images=ctx._rescore_args["test"][0])
+    doc = json.loads((run_dir / "summary.json").read_text())
+    doc["after_finetuning"] = summary
+    (run_dir / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if not ctx.quiet:
+        print(format_results(results, summary))
 
 
 def rescore_genomes(front, truth: TrueEvaluations, exact, floor_pp: float | None) -> list[tuple[int, ...]]:

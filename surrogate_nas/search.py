@@ -56,6 +56,7 @@ class SearchConfig:
     evaluate_test: bool = True  # re-score the final front on all validation images and the test set
     rescore_floor_pp: float | None = 15.0  # re-score front points within this of all-exact (None: all)
     compensation: str = "auto"
+    finetune_top: int = 0  # fine-tune this many validation-chosen points at the end
     # surrogate mode
     seed_fraction: float = 0.15
     offspring_factor: int = 10
@@ -92,6 +93,8 @@ class SearchConfig:
             bad("compensation", f"expected one of {', '.join(CHOICES)}, got {self.compensation!r}")
         if self.rescore_floor_pp is not None and not self.rescore_floor_pp >= 0:
             bad("rescore-floor", f"must be >= 0 pp, got {self.rescore_floor_pp}")
+        if self.finetune_top < 0:
+            bad("finetune-top", f"must be >= 0, got {self.finetune_top}")
         if self.offspring_factor < 1:
             bad("offspring-factor", f"must be >= 1, got {self.offspring_factor}")
         if self.drift_every < 0 or self.drift_samples < 0:

@@ -62,3 +62,16 @@ def test_saved_design_reproduces_reported_accuracy(finetuned, project):
     assert np.mean(np.argmax(logits, axis=1) == splits.y_val) == pytest.approx(float(row["validation_after"]), abs=1e-12)
     card = json.loads((run / "finetune" / "design-1.json").read_text())
     assert card["genome_indices"] == row["genome_indices"] and card["source_run"] == str(run)
+
+
+def test_run_finetune_top_adds_after_finetuning_to_summary(cli, tmp_path):
+    r = cli("run", "--mode", "full", "--budget", "6", "--pop-size", "3", "--search-images", "20", "--test-images", "20",
+            "--compensation", "none", "--rescore-all", "--finetune-top", "1", "--out", tmp_path / "runs",
+            "--run-id", "t", cache=tmp_path / "cache")
+    assert r.rc == 0, r.err
+    summary = json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())
+    after = summary["after_finetuning"]
+    assert after["epochs"] == 2 and set(after["chosen_after_finetuning"]) == {"0.5pp", "1pp", "2pp"}
+    rows = read_csv(tmp_path / "runs" / "t" / "finetune" / "finetune.csv")
+    assert len(rows) == 1
+    assert rows[0]["genome_indices"] == ",".join(map(str, summary["chosen"]["0.5pp"]["genome_indices"]))

@@ -26,6 +26,8 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rescore-floor", type=float, default=15.0,
                    help="re-score only front points within this many pp of all-exact on the search set (default 15)")
     p.add_argument("--rescore-all", action="store_true", help="re-score every front point")
+    p.add_argument("--finetune-top", type=int, default=0,
+                   help="fine-tune the K tightest validation-chosen points (0.5, 1, 2, 5 pp) at the end (default 0)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +63,7 @@ def config_from_args(args) -> "SearchConfig":  # noqa: F821
         evaluate_test=not getattr(args, "no_test", False),
         compensation=args.compensation,
         rescore_floor_pp=None if getattr(args, "rescore_all", False) else args.rescore_floor,
+        finetune_top=getattr(args, "finetune_top", 0),
     )
 
 
