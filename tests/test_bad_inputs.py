@@ -207,6 +207,7 @@ CASES = {
     "model-no-card": (["evaluate", "--genome", EXACT5], {"model": "bad.models.no_card"}, r"no-card.*m\.json: model card missing"),
     # cache
     "cache-corrupt": (["run", *SEARCH], {"cache": "CORRUPT"}, r"evaluations\.sqlite: evaluation cache is damaged"),
+    "cache-truncated": (["run", *SEARCH], {"cache": "TRUNCATED"}, r"evaluations\.sqlite: evaluation cache is damaged"),
     "cache-export-corrupt": (["cache", "stats", "--cache", "CORRUPT"], {}, r"evaluations\.sqlite: evaluation cache is damaged"),
     # config files (SURROGATE_NAS_CONFIG)
     "config-not-utf8": (["evaluate", "--genome", EXACT5], {"config": "bad.configs.not_utf8"}, r"surrogate_nas\.toml: config file is not UTF-8"),
@@ -237,7 +238,7 @@ def _resolve(value, bad: Bad, out: Path, cache: Path):
         if isinstance(obj, dict):
             return obj.get(parts[1], bad.root / "studies" / f"{parts[1]}.toml")
         return obj
-    if value == "CORRUPT":
+    if value in ("CORRUPT", "TRUNCATED"):
         return cache
     return value.replace("OUT", str(out))
 
@@ -259,6 +260,11 @@ def test_bad_input(case, cli, project, bad, tmp_path, monkeypatch):
     db = cache / "evaluations.sqlite"
     if "CORRUPT" in argv or overrides.get("cache") == "CORRUPT":
         db.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 16)
+    elif overrides.get("cache") == "TRUNCATED":  # a real cache cut in half (a disk that filled up)
+        with EvalCache(db) as c:
+            for i in range(2000):
+                c.put("f" * 64, (i, 1, 1, 1, 1), 0.5, 1.0, 20, 0.1, "earlier-run")
+        db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
     else:  # a real cache holding a row, as a user's would
         with EvalCache(db) as c:
             c.put("f" * 64, (1, 1, 1, 1, 1), 0.5, 1.0, 20, 0.1, "earlier-run")
@@ -286,6 +292,7 @@ def test_bad_input(case, cli, project, bad, tmp_path, monkeypatch):
     after = _snapshot(bad.root, project.catalog, project.model, project.model.with_suffix(".json"), db)
     changed = [str(p) for p in before if after.get(p) != before[p]]
     assert not changed, f"changed by the failed command: {changed}"
+    assert sorted(p.name for p in cache.glob("evaluations.sqlite*")) == ["evaluations.sqlite"]  # no journal left
     assert not list(out.rglob("config.json")), "a run configuration was saved"
     assert not (bad.models["missing"]).exists(), "a model was trained"
 
