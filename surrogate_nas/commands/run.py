@@ -70,7 +70,7 @@ def config_from_args(args) -> "SearchConfig":  # noqa: F821
 # Flags that a resumed run takes from its saved configuration instead.
 NOT_WITH_RESUME = ("mode", "budget", "pop_size", "generations", "crossover_prob", "crossover_eta", "mutation_prob",
                    "mutation_eta", "seed", "search_images", "test_images", "seed_fraction", "offspring_factor",
-                   "compensation", "rescore_floor", "rescore_all", "run_id", "no_test")
+                   "compensation", "rescore_floor", "rescore_all", "finetune_top", "run_id", "no_test")
 
 
 def ignored_with_resume(args: argparse.Namespace) -> list[str]:
