@@ -745,3 +745,59 @@ class AxConv2D(keras.layers.Layer):
         if conv.use_bias:
             layer.bias.assign(conv.bias)
         return layer
+
+
+@keras.saving.register_keras_serializable(package="surrogate_nas")
+class AxDense(AxConv2D):
+    """Drop-in `Dense` with the same table semantics as `AxConv2D`: a dense layer is a
+    1x1 convolution on a 1x1 image, so each row of the input (any leading axes) is
+    fake-quantized with the layer's input range, the kernel with its own range, and
+    every product is looked up in the table. The kernel is stored as (1, 1, cin, units)."""
+
+    def __init__(self, units: int, activation=None, use_bias: bool = True, quantization: str = "calibrated",
+                 input_range=None, multiplier: str | None = None, max_rank: int | None = None, **kwargs):
+        for key in ("filters", "kernel_size", "strides", "padding"):  # AxConv2D's config keys
+            kwargs.pop(key, None)
+        super().__init__(units, (1, 1), activation=activation, use_bias=use_bias, quantization=quantization,
+                         input_range=input_range, multiplier=multiplier, max_rank=max_rank, **kwargs)
+        self.units = int(units)
+
+    def call(self, inputs):
+        inputs = tf.cast(inputs, tf.float32)
+        cin = self.kernel.shape[2]
+        rows = tf.reshape(inputs, [-1, 1, 1, cin])
+        y = super().call(rows)
+        return tf.reshape(y, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
+
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape)[:-1], self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("filters", "kernel_size", "strides", "padding"):
+            config.pop(key)
+        config["units"] = self.units
+        return config
+
+    @classmethod
+    def from_dense(cls, dense: keras.layers.Dense, **kwargs) -> "AxDense":
+        """A built AxDense carrying a trained Dense's weights."""
+        layer = cls(dense.units, activation=keras.activations.serialize(dense.activation), use_bias=dense.use_bias,
+                    name=kwargs.pop("name", dense.name), **kwargs)
+        layer.build(dense.input.shape)
+        layer.kernel.assign(np.asarray(dense.kernel).reshape(layer.kernel.shape))
+        if dense.use_bias:
+            layer.bias.assign(dense.bias)
+        return layer
+
+
+@keras.saving.register_keras_serializable(package="surrogate_nas")
+class FoldedBatchNorm(keras.layers.Layer):
+    """Where a twin's BatchNormalization was: it is folded into the preceding conv's kernel
+    and bias, so this layer passes its input through (whatever the BatchNorm was called with)."""
+
+    def call(self, inputs, *args, **kwargs):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -126,9 +126,12 @@ class LayerDesigns:
 
     # ------------------------------------------------------------------ the auto rule
 
-    def rule_key(self, model_digest: str, images_digest: str) -> str:
+    def rule_key(self, model_digest: str, images_digest: str, layers: list[str] | None = None) -> str:
+        """`layers`: the approximable layers when not the model's conv layers (conv+dense)."""
         parts = {"version": RULE_VERSION, "model": model_digest, "catalog": self.catalog.fingerprint,
                  "images": images_digest, "candidates": comp.AUTO_CANDIDATES}
+        if layers is not None:
+            parts["layers"] = list(layers)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
     def choose(self, loss_fn, set_layer, key: str, store: Path | None, quiet: bool = False) -> None:

@@ -98,20 +98,17 @@ def _device() -> str:
     return "GPU" if gpus else "CPU"
 
 
-def _check_structure(float_model, card: dict, model_path: Path) -> None:
-    """The network the search assumes: 32x32x3 images in, five conv layers, 10 logits out."""
-    from surrogate_nas.model import conv_layers
-
-    try:
-        conv_layers(float_model)
-    except ValueError as exc:
-        raise UserError(f"--model {model_path}: {exc} (not a model of this project)") from None
+def check_model_data(float_model, model_path: Path, data) -> None:
+    """The model must take the data's images and give one score per class."""
     shape_in, shape_out = tuple(float_model.input_shape[1:]), tuple(float_model.output_shape[1:])
-    if shape_in != (32, 32, 3) or shape_out != (10,):
-        raise UserError(f"--model {model_path}: takes {shape_in} and gives {shape_out}; expected (32, 32, 3) "
-                        "CIFAR-10 images and 10 class scores")
-    if len(card["input_ranges"]) != 5:
-        raise UserError(f"--model {model_path}: its card has {len(card['input_ranges'])} input ranges, expected 5")
+    shape_data = tuple(int(d) for d in data.x_train.shape[1:])
+    classes = len(getattr(data, "classes", None) or ()) or int(max(data.y_train.max(), data.y_test.max())) + 1
+    if shape_in != shape_data:
+        raise UserError(f"--model {model_path}: takes images of shape {shape_in}; the data ({data.source}) "
+                        f"has {shape_data}")
+    if shape_out != (classes,):
+        raise UserError(f"--model {model_path}: gives outputs of shape {shape_out}; the data ({data.source}) "
+                        f"has {classes} classes")
 
 
 @dataclass(frozen=True)
@@ -138,23 +135,31 @@ class Evaluator:
         calibration: ImageSet | None = None,
         rule_store: Path | None = None,
         quiet: bool = True,
+        approximate: str = "conv",
+        card_path: Path | None = None,
     ):
         from surrogate_nas.energy import EnergyModel
-        from surrogate_nas.model import build_approx_model, conv_info, conv_layers
+        from surrogate_nas.model import approx_layers, approximable_layers, build_approx_model, layer_info
+        from surrogate_nas.modelcard import card_entries
 
         self.catalog = catalog
         self.image_set = image_set
         self.batch_size = batch_size
         self.card = card
-        ranges = [tuple(r) for r in card["input_ranges"]]
-        self.model = build_approx_model(float_model, ranges)
-        self.layers = conv_layers(self.model)
-        self.infos = conv_info(float_model)
+        self.approximate = approximate
+        float_layers = approximable_layers(float_model, approximate)
+        self.layer_names = [layer.name for layer in float_layers]
+        ranges = [tuple(r) for r in card_entries(card, "input_ranges", self.layer_names, card_path)]
+        self.input_ranges = ranges
+        self.model = build_approx_model(float_model, ranges, approximate=approximate)
+        self.layers = approx_layers(self.model, self.layer_names)
+        self.infos = layer_info(float_model, layers=float_layers)
+        self.layer_kinds = [info.kind for info in self.infos]
         self.energy_model = EnergyModel.from_catalog([i.macs for i in self.infos], catalog)
         self._current: list[int | None] = [None] * len(self.layers)
         self._predict = tf.function(
             lambda x: self.model(x, training=False),
-            input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)],
+            input_signature=[tf.TensorSpec([None, *float_model.input_shape[1:]], tf.float32)],
             autograph=False,
         )
         self._images = image_set.images.astype(np.float32)
@@ -170,6 +175,8 @@ class Evaluator:
                           "tensorflow": tf.__version__, "device": _device()},
             "compensation": {"method": compensation},
         }
+        if approximate != "conv":  # absent for conv-only twins: their fingerprints predate the option
+            self.description["approximate"] = approximate
         self.designs = self._designs(compensation, calibration, rule_store, quiet)
         self.fingerprint = hashlib.sha256(json.dumps(self.description, sort_keys=True).encode()).hexdigest()
 
@@ -183,7 +190,10 @@ class Evaluator:
         if calibration is not None:
             hists = channel_code_histograms(self.model, self.layers, calibration.images)
         else:  # pooled over channels: enough for the surrogate's statistics of "none"
-            hists = [np.asarray(h, np.int64)[None, :] for h in self.card["input_code_histograms"]]
+            from surrogate_nas.modelcard import card_entries
+
+            hists = [np.asarray(h, np.int64)[None, :]
+                     for h in card_entries(self.card, "input_code_histograms", self.layer_names)]
         designs = LayerDesigns(self.layers, self.catalog, method, hists)
         if method != "none":
             self.description["compensation"]["calibration_images_sha256"] = _digest(calibration.images, calibration.labels)
@@ -196,7 +206,8 @@ class Evaluator:
                 entry = self.catalog[circuit]
                 self.layers[layer].set_multiplier(None if entry.is_exact else entry.lut, compensation=compensation)
 
-            key = designs.rule_key(self.description["model_weights_sha256"], _digest(rule_x, rule_y))
+            key = designs.rule_key(self.description["model_weights_sha256"], _digest(rule_x, rule_y),
+                                   None if self.approximate == "conv" else self.layer_names)
             designs.choose(loss, set_layer, key, rule_store, quiet)
             self.description["compensation"]["rule"] = hashlib.sha256(json.dumps(designs.rule).encode()).hexdigest()
         self._current = [None] * len(self.layers)
@@ -214,23 +225,21 @@ class Evaluator:
         compensation: str = "auto",
         rule_store: Path | None = None,
         quiet: bool = False,
+        approximate: str = "conv",
     ):
-        import keras
-
         from surrogate_nas.data import make_splits
-        from surrogate_nas.modelcard import check_card, read_card
+        from surrogate_nas.modelcard import card_path, check_card, load_model, read_card
 
+        model_path = Path(model_path)
         card = read_card(model_path)
-        try:
-            float_model = keras.models.load_model(model_path, compile=False)
-        except Exception as exc:  # keras raises many types for a bad file
-            raise UserError(f"--model {model_path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        float_model = load_model(model_path)
         check_card(model_path, card)
-        _check_structure(float_model, card, model_path)
+        check_model_data(float_model, model_path, data)
         splits = make_splits(data, seed=0)
         calibration = calibration_set(splits, data.source_hash, int(card.get("seed", 0)))
         return cls(float_model, card, catalog, select_images(splits, data.source_hash, split, n_images, seed),
-                   compensation=compensation, calibration=calibration, rule_store=rule_store, quiet=quiet)
+                   compensation=compensation, calibration=calibration, rule_store=rule_store, quiet=quiet,
+                   approximate=approximate, card_path=card_path(model_path))
 
     def set_genome(self, genome, designs=...) -> None:
         designs = self.designs if designs is ... else designs
@@ -258,15 +267,16 @@ class Evaluator:
         return Score(tuple(int(g) for g in genome), accuracy, self.energy(genome), len(self._images), time.perf_counter() - start)
 
     def layer_statistics(self, n_images: int = 500) -> dict:
-        """Per conv layer of the all-exact twin: taps K, input/kernel scales, output std."""
+        """Per approximable layer of the all-exact twin: taps K, input/kernel scales, output std."""
         import keras
 
         exact = self.catalog.index(self.catalog.exact.name)
         self.set_genome((exact,) * len(self.layers))
         taps = keras.Model(self.model.inputs, [layer.output for layer in self.layers])
         outs = taps(tf.constant(self._images[:n_images]), training=False)
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
         stats = {"taps": [], "scale_in": [], "scale_w": [], "output_std": []}
-        for layer, out, (lo, hi) in zip(self.layers, outs, self.card["input_ranges"]):
+        for layer, out, (lo, hi) in zip(self.layers, outs, self.input_ranges):
             kernel = layer.kernel.numpy()
             stats["taps"].append(int(np.prod(kernel.shape[:3])))
             stats["scale_in"].append((hi - lo) / 255.0)

@@ -25,6 +25,7 @@ def augment_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) ->
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+@keras.saving.register_keras_serializable(package="surrogate_nas")
 class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up to `peak` over the first 15 % of steps, then cosine decay to ~0."""
 
