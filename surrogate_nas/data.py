@@ -1,9 +1,13 @@
-"""CIFAR-10: load it from whatever copy the user has, cache the decoded arrays, split it.
+"""Image data: load it from whatever copy the user has, cache the decoded arrays, split it.
 
-Accepted sources: the official python release (`cifar-10-python.tar.gz` or its folder),
-an image-folder layout `ROOT/{train,test}/<class>/*.{png,jpg,jpeg}` (folder or tar archive,
-optionally one extra top-level folder), or nothing at all (keras download).
-Decoding 60,000 images is slow, so decoded arrays are cached per source content hash.
+Accepted sources: CIFAR-10's official python release (`cifar-10-python.tar.gz` or its
+folder), an image-folder layout `ROOT/{train,test}/<class>/*.{png,jpg,jpeg}` (folder or tar
+archive, optionally one extra top-level folder) with any number of classes (the class
+folders, sorted by name, are the labels; train/ and test/ must hold the same ones) and
+any one image size, grayscale (1 channel) or colour (3), or nothing at all (CIFAR-10's
+keras download). Decoding 60,000 images is slow, so decoded arrays are cached per source
+content hash. The protocol is the same for every dataset: a stratified validation split
+held out of the training images, the test split untouched.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ OFFICIAL_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 KIND_OFFICIAL = "CIFAR-10 (official python release)"
 KIND_JPEG = "CIFAR-10 (JPEG copy)"
 KIND_IMAGES = "CIFAR-10 (image folder)"
+KIND_FOLDER = "image folder"  # any other image-folder dataset
 KIND_KERAS = "CIFAR-10 (official, keras download)"
 _ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError)  # PIL raises all three for broken files
@@ -40,12 +45,18 @@ _IMAGE_ERRORS = (OSError, SyntaxError, ValueError)  # PIL raises all three for b
 
 @dataclass(frozen=True)
 class Cifar10:
-    x_train: np.ndarray  # (N, 32, 32, 3) uint8
-    y_train: np.ndarray  # (N,) uint8, index into CLASSES
+    """A dataset (CIFAR-10 or any image-folder dataset; the name is historical)."""
+
+    x_train: np.ndarray  # (N, H, W, C) uint8, C = 1 or 3 (CIFAR-10: 32x32x3)
+    y_train: np.ndarray  # (N,) uint8 or int64, index into classes
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
     source_hash: str
+    classes: tuple[str, ...] = CLASSES
+
+
+Dataset = Cifar10
 
 
 @dataclass(frozen=True)
@@ -64,12 +75,13 @@ class Splits:
 
 
 def load_cifar10(path: str | Path | None, cache_dir: Path | None = None, progress: bool = True) -> Cifar10:
-    """Load CIFAR-10 from `path`, reusing decoded arrays from `cache_dir` when the source is unchanged."""
+    """Load CIFAR-10 or an image-folder dataset from `path`, reusing decoded arrays from
+    `cache_dir` when the source is unchanged."""
     if path is None:
         return _load_keras()
     path = Path(path).expanduser()
     if not path.exists():
-        raise UserError(f"{path}: CIFAR-10 data not found")
+        raise UserError(f"{path}: data not found")
     if path.is_dir():
         kind, root = _detect_folder(path)
         files = _folder_files(kind, root)
@@ -84,13 +96,14 @@ def load_cifar10(path: str | Path | None, cache_dir: Path | None = None, progres
         if cached is not None:
             return cached
 
+    classes = CLASSES
     if kind == "official":
         arrays, label = _read_official([(str(root / name), (root / name).read_bytes) for name in files])
     elif kind == "images":
-        arrays, label = _read_image_folder(root, files, progress)
+        arrays, label, classes = _read_image_folder(root, files, progress)
     else:
-        arrays, label = _read_archive(path, progress)
-    data = Cifar10(*arrays, source=f"{label} from {path}", source_hash=source_hash)
+        arrays, label, classes = _read_archive(path, progress)
+    data = Cifar10(*arrays, source=f"{label} from {path}", source_hash=source_hash, classes=tuple(classes))
     if cache_file is not None:
         _write_cache(cache_file, data, label)
     return data
@@ -201,12 +214,13 @@ def _read_cache(cache_file: Path, path: Path, source_hash: str) -> Cifar10 | Non
         with np.load(cache_file, allow_pickle=False) as z:
             arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
             label = str(z["kind"])
-        _check_arrays(*arrays)
+            classes = tuple(str(c) for c in z["classes"]) if "classes" in z.files else CLASSES
+        _check_arrays(*arrays, n_classes=len(classes))
     except Exception as exc:  # any damage means "rebuild"; the cache is disposable
         warnings.warn(f"{cache_file}: unreadable dataset cache ({_one_line(exc)}); rebuilding it", stacklevel=3)
         cache_file.unlink(missing_ok=True)
         return None
-    return Cifar10(*arrays, source=f"{label} from {path}", source_hash=source_hash)
+    return Cifar10(*arrays, source=f"{label} from {path}", source_hash=source_hash, classes=classes)
 
 
 def _write_cache(cache_file: Path, data: Cifar10, label: str) -> None:
@@ -218,7 +232,7 @@ def _write_cache(cache_file: Path, data: Cifar10, label: str) -> None:
             tmp = Path(fh.name)
             np.savez(
                 fh, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test,
-                kind=np.array(label),
+                kind=np.array(label), classes=np.array(data.classes),
             )
         os.chmod(tmp, 0o644)  # NamedTemporaryFile makes it 0600; the cache is shared by users of the checkout
         os.replace(tmp, cache_file)
@@ -228,14 +242,15 @@ def _write_cache(cache_file: Path, data: Cifar10, label: str) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _check_arrays(x_train, y_train, x_test, y_test) -> None:
+def _check_arrays(x_train, y_train, x_test, y_test, n_classes: int = len(CLASSES)) -> None:
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
-            raise ValueError(f"{split} images have shape {x.shape} {x.dtype}, expected (N, 32, 32, 3) uint8")
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] not in (1, 3) or x.shape[1:] != x_train.shape[1:]:
+            raise ValueError(f"{split} images have shape {x.shape} {x.dtype}, expected (N, H, W, 1 or 3) uint8 "
+                             f"like the training images {x_train.shape[1:]}")
         if y.shape != (len(x),):
             raise ValueError(f"{split} labels have shape {y.shape}, expected ({len(x)},)")
-        if len(y) and (y.min() < 0 or y.max() >= len(CLASSES)):
-            raise ValueError(f"{split} labels outside 0..{len(CLASSES) - 1}")
+        if len(y) and (y.min() < 0 or y.max() >= n_classes):
+            raise ValueError(f"{split} labels outside 0..{n_classes - 1}")
 
 
 # --------------------------------------------------------------------------- keras download
@@ -280,7 +295,7 @@ def _detect_folder(path: Path) -> tuple[str, Path]:
         if any((root / split).is_dir() for split in SPLITS):
             return "images", root
     raise UserError(
-        f"{path}: no CIFAR-10 data found (expected {OFFICIAL_DIR}/ batch files or train/ and test/ class folders)"
+        f"{path}: no data found (expected CIFAR-10's {OFFICIAL_DIR}/ batch files or train/ and test/ class folders)"
     )
 
 
@@ -307,40 +322,47 @@ def _folder_files(kind: str, root: Path) -> list[str]:
                 f.name for f in entry.iterdir()
                 if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
             ]
-    _check_layout(root, listing)
-    return [f"{split}/{cls}/{name}" for split in SPLITS for cls in CLASSES for name in sorted(listing[split][cls])]
+    classes = _check_layout(root, listing)
+    return [f"{split}/{cls}/{name}" for split in SPLITS for cls in classes for name in sorted(listing[split][cls])]
 
 
-def _check_layout(where: Path | str, listing: dict[str, dict[str, list[str]]]) -> None:
+def _check_layout(where: Path | str, listing: dict[str, dict[str, list[str]]]) -> tuple[str, ...]:
+    """The classes (sorted folder names): train/ and test/ must hold the same class folders,
+    at least two, none empty."""
     for split in SPLITS:
         if split not in listing:
             raise UserError(f"{where}: no {split}/ folder (expected train/<class>/ and test/<class>/)")
+    found = {split: set(listing[split]) for split in SPLITS}
+    if found["train"] != found["test"]:
+        differences = "; ".join(f"{split}/ lacks {', '.join(sorted(found[other] - found[split]))}"
+                                for split, other in (("train", "test"), ("test", "train")) if found[other] - found[split])
+        raise UserError(f"{where}: train/ and test/ must hold the same class folders; train/ has "
+                        f"[{', '.join(sorted(found['train']))}], test/ has [{', '.join(sorted(found['test']))}]: "
+                        f"{differences}")
+    classes = tuple(sorted(found["train"]))
+    if len(classes) < 2:
+        raise UserError(f"{where}: train/ holds {len(classes)} class folder(s); a classifier needs at least 2")
     for split in SPLITS:
-        found = set(listing[split])
-        if found != set(CLASSES):
-            missing = [c for c in CLASSES if c not in found]
-            extra = sorted(found - set(CLASSES))
-            raise UserError(
-                f"{where}: {split}/ has class folders [{', '.join(sorted(found))}]; expected [{', '.join(CLASSES)}]"
-                + (f"; missing: {', '.join(missing)}" if missing else "")
-                + (f"; unexpected: {', '.join(extra)}" if extra else "")
-            )
-        empty = [c for c in CLASSES if not listing[split][c]]
+        empty = [c for c in classes if not listing[split][c]]
         if empty:
             raise UserError(f"{where}: {split}/ class folder(s) without images: {', '.join(empty)}")
+    return classes
 
 
 def _read_image_folder(root: Path, files: list[str], progress: bool):
-    images, labels = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
-    for rel in tqdm(files, desc="decoding CIFAR-10", unit="img", disable=(not progress) or None):
+    classes = tuple(sorted({rel.split("/")[1] for rel in files}))
+    images, labels, wheres = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
+    for rel in tqdm(files, desc="decoding images", unit="img", disable=(not progress) or None):
         split, cls, _ = rel.split("/")
         try:
             content = (root / rel).read_bytes()
         except OSError as exc:
             raise UserError(f"{root / rel}: cannot read ({_one_line(exc)})") from None
         images[split].append(_decode_image(content, root / rel))
-        labels[split].append(CLASSES.index(cls))
-    return _stack(images, labels), _image_kind(files)
+        labels[split].append(classes.index(cls))
+        wheres[split].append(root / rel)
+    arrays = _stack(images, labels, wheres)
+    return arrays, _image_kind(files, classes, arrays[0].shape[1:]), classes
 
 
 # --------------------------------------------------------------------------- archives
@@ -393,23 +415,27 @@ def _read_archive(path: Path, progress: bool):
         missing = [name for name in OFFICIAL_FILES if name not in batches]
         if missing:
             raise UserError(f"{path}: official CIFAR-10 batch file(s) missing: {', '.join(missing)}")
-        return _read_official([(f"{path}: {name}", lambda b=batches[name]: b) for name in OFFICIAL_FILES])
+        arrays, label = _read_official([(f"{path}: {name}", lambda b=batches[name]: b) for name in OFFICIAL_FILES])
+        return arrays, label, CLASSES
     if not dirs:
         raise UserError(
-            f"{path}: no CIFAR-10 data found (expected {OFFICIAL_DIR}/ batch files or train/ and test/ class folders)"
+            f"{path}: no data found (expected CIFAR-10's {OFFICIAL_DIR}/ batch files or train/ and test/ class folders)"
         )
     if len(tops) > 1:
         raise UserError(f"{path}: several top-level folders hold train/ or test/: {', '.join(sorted(tops))}")
     listing = {split: {cls: [] for cls in classes} for split, classes in dirs.items()}
     for split, cls, name in images:
         listing[split][cls].append(name)
-    _check_layout(path, listing)
-    keys = sorted(images, key=lambda k: (SPLITS.index(k[0]), CLASSES.index(k[1]), k[2]))
-    stacked_images, labels = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
+    classes = _check_layout(path, listing)
+    keys = sorted(images, key=lambda k: (SPLITS.index(k[0]), classes.index(k[1]), k[2]))
+    stacked_images, labels, wheres = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
+    top = "/".join(p for p in tops if p)
     for split, cls, name in keys:
         stacked_images[split].append(images[(split, cls, name)])
-        labels[split].append(CLASSES.index(cls))
-    return _stack(stacked_images, labels), _image_kind([k[2] for k in keys])
+        labels[split].append(classes.index(cls))
+        wheres[split].append(f"{path}: {top + '/' if top else ''}{split}/{cls}/{name}")
+    arrays = _stack(stacked_images, labels, wheres)
+    return arrays, _image_kind([k[2] for k in keys], classes, arrays[0].shape[1:]), classes
 
 
 def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -421,13 +447,17 @@ def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
 # --------------------------------------------------------------------------- decoding
 
 
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
 def _decode_image(content: bytes, where) -> np.ndarray:
+    """(H, W, 1) for a grayscale image, (H, W, 3) for any other."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(content)) as img:
-            if img.size != (32, 32):
-                raise UserError(f"{where}: image is {img.size[0]}x{img.size[1]}, expected 32x32")
+            if img.mode in GRAY_MODES:
+                return np.asarray(img.convert("L"), dtype=np.uint8)[:, :, None]
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except _IMAGE_ERRORS as exc:
         raise UserError(f"{where}: cannot decode image ({_one_line(exc)})") from None
@@ -473,20 +503,44 @@ def _read_official(batches: list[tuple[str, Callable[[], bytes]]]):
     return out, KIND_OFFICIAL
 
 
-def _stack(images: dict[str, list], labels: dict[str, list]) -> list[np.ndarray]:
+def _stack(images: dict[str, list], labels: dict[str, list], wheres: dict[str, list] | None = None) -> list[np.ndarray]:
+    """Train and test arrays. Every image must have the size most of them have (the first
+    that does not is named); grayscale images join colour ones as grey RGB."""
+    sizes: dict[tuple[int, int], int] = {}
+    for split in SPLITS:
+        for img in images[split]:
+            sizes[img.shape[:2]] = sizes.get(img.shape[:2], 0) + 1
+    if len(sizes) > 1:
+        size = max(sizes, key=sizes.get)
+        for split in SPLITS:
+            for i, img in enumerate(images[split]):
+                if img.shape[:2] != size:
+                    where = wheres[split][i] if wheres else f"{split} image {i}"
+                    raise UserError(f"{where}: image is {img.shape[1]}x{img.shape[0]}, expected {size[1]}x{size[0]} "
+                                    "(the size of the other images)")
+    colour = any(img.shape[2] == 3 for split in SPLITS for img in images[split])
     out = []
     for split in SPLITS:
-        out += [np.stack(images[split]), np.asarray(labels[split], dtype=np.uint8)]
+        stack = [np.repeat(img, 3, axis=2) if colour and img.shape[2] == 1 else img for img in images[split]]
+        y = np.asarray(labels[split], dtype=np.int64)
+        out += [np.stack(stack), y.astype(np.uint8) if y.size == 0 or y.max() < 256 else y]
     return out
 
 
-def _image_kind(names: list[str]) -> str:
-    """JPEG is lossy, so results on it must say so (see the shared dataset README)."""
-    return KIND_JPEG if any(n.lower().endswith((".jpg", ".jpeg")) for n in names) else KIND_IMAGES
+def _image_kind(names: list[str], classes=CLASSES, shape=(32, 32, 3)) -> str:
+    """CIFAR-10 when its ten classes at 32x32x3; JPEG is lossy, so results on it must say
+    so (see the shared dataset README)."""
+    jpeg = any(n.lower().endswith((".jpg", ".jpeg")) for n in names)
+    if tuple(classes) == CLASSES and tuple(shape) == (32, 32, 3):
+        return KIND_JPEG if jpeg else KIND_IMAGES
+    return (f"{KIND_FOLDER}{' (JPEG)' if jpeg else ''}, {len(classes)} classes, "
+            f"{'x'.join(str(int(d)) for d in shape)}")
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-__all__ = ["CLASSES", "Cifar10", "Splits", "load_cifar10", "make_splits", "search_subset"]
+load_images = load_cifar10  # the same loader, named for what it does for any image-folder dataset
+
+__all__ = ["CLASSES", "Cifar10", "Dataset", "Splits", "load_cifar10", "load_images", "make_splits", "search_subset"]
