@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import operator
 import os
 import sqlite3
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from surrogate_nas.errors import UserError
+from surrogate_nas.genome import genome_from_key, genome_key  # noqa: F401  (genome_key: also the former home)
 
 SCHEMA_VERSION = 1
 CACHE_FILE_NAME = "evaluations.sqlite"
@@ -81,19 +81,6 @@ def canonical_json(parts: dict) -> str:
                       allow_nan=False, default=_json_default)
 
 
-def genome_key(genome: Iterable[int]) -> str:
-    """Canonical text of a genome ("0,3,17,2,5"); numpy ints and plain ints map alike."""
-    try:
-        values = [operator.index(g) for g in genome]
-    except TypeError:
-        raise TypeError(f"genome must be a sequence of integers, got {genome!r}") from None
-    return ",".join(str(v) for v in values)
-
-
-def parse_genome(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",")) if text else ()
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -115,7 +102,7 @@ _COLS = ", ".join(CSV_COLUMNS)
 
 def _record(row: tuple) -> Record:
     fp, genome, *rest = row
-    return Record(fp, parse_genome(genome), *rest)
+    return Record(fp, genome_from_key(genome), *rest)
 
 
 class EvalCache:

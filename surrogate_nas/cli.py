@@ -15,7 +15,7 @@ from surrogate_nas import __version__
 from surrogate_nas.errors import UserError
 
 # Commands that run TensorFlow; it is imported first with its start-up chatter muted.
-TF_COMMANDS = ("train", "evaluate", "run", "compare", "study", "finetune")
+TF_COMMANDS = ("train", "calibrate", "evaluate", "run", "compare", "study", "finetune", "export")
 
 
 def import_tensorflow_quietly() -> None:
@@ -42,7 +42,7 @@ def import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
-COMMANDS = ("multipliers", "train", "evaluate", "run", "summarize", "finetune", "export", "compare", "study", "cache")
+COMMANDS = ("multipliers", "train", "calibrate", "evaluate", "run", "summarize", "finetune", "export", "compare", "study", "cache")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -56,7 +56,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m surrogate_nas",
-        description="Assign approximate 8-bit multipliers to the conv layers of a CNN "
+        description="Assign approximate 8-bit multipliers to the conv (and dense) layers of any Keras CNN "
         "(NSGA-II, optionally surrogate-assisted).",
     )
     parser.add_argument("--version", action="version", version=f"surrogate_nas {__version__}")

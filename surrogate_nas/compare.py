@@ -55,11 +55,12 @@ def run_random(ctx, seed: int, budget: int, tag: str) -> MethodRun:
     history = _hv_tracker(truth)
     rng = np.random.default_rng(seed)
     start = time.time()
-    genome = (ctx.exact_index,) * 5
+    n_layers = len(ctx.evaluator.layers)
+    genome = (ctx.exact_index,) * n_layers
     try:
         for _ in range(50 * budget):
             truth.accuracy(genome, 0, "random")
-            genome = tuple(int(g) for g in rng.integers(0, len(ctx.catalog), 5))
+            genome = tuple(int(g) for g in rng.integers(0, len(ctx.catalog), n_layers))
     except BudgetExhausted:
         pass
     return MethodRun("random", seed, budget, history, truth.front(), time.time() - start, truth.cache_hits, truth.computed)
@@ -76,11 +77,12 @@ def run_optuna(ctx, seed: int, budget: int, tag: str) -> MethodRun:
     history = _hv_tracker(truth)
     choices = list(range(len(ctx.catalog)))
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=seed))
-    study.enqueue_trial({f"layer{i + 1}": ctx.exact_index for i in range(5)})
+    n_layers = len(ctx.evaluator.layers)
+    study.enqueue_trial({f"layer{i + 1}": ctx.exact_index for i in range(n_layers)})
     start = time.time()
     for _ in range(50 * budget):
         trial = study.ask()
-        genome = tuple(trial.suggest_categorical(f"layer{i + 1}", choices) for i in range(5))
+        genome = tuple(trial.suggest_categorical(f"layer{i + 1}", choices) for i in range(n_layers))
         try:
             accuracy = truth.accuracy(genome, trial.number, "optuna")
         except BudgetExhausted:

@@ -226,13 +226,15 @@ class Evaluator:
         rule_store: Path | None = None,
         quiet: bool = False,
         approximate: str = "conv",
+        float_model=None,
     ):
+        """`float_model`: the model of `model_path`, when already loaded."""
         from surrogate_nas.data import make_splits
         from surrogate_nas.modelcard import card_path, check_card, load_model, read_card
 
         model_path = Path(model_path)
         card = read_card(model_path)
-        float_model = load_model(model_path)
+        float_model = load_model(model_path) if float_model is None else float_model
         check_card(model_path, card)
         check_model_data(float_model, model_path, data)
         splits = make_splits(data, seed=0)

@@ -26,6 +26,7 @@ def describe_design(evaluator, genome) -> dict:
         table = layer.table.numpy().astype("<u2")
         layers.append({
             "layer": layer.name,
+            "kind": info.kind,
             "circuit": circuit,
             "circuit_table_sha256": entry.sha256,
             "effective_table_sha256": hashlib.sha256(table.tobytes()).hexdigest(),
@@ -70,7 +71,8 @@ def export_design(paths, run_dir: Path, out: Path, point: int | None = None, gen
     catalog = load_catalog_from(paths, method)
     model_path = Path(paths.model) if paths.model else Path(config["model"])
     evaluator = Evaluator.from_paths(model_path, catalog, load_data_from(paths), "validation", search["search_images"],
-                                     0, compensation=method, rule_store=Path(paths.cache), quiet=True)
+                                     0, compensation=method, rule_store=Path(paths.cache), quiet=True,
+                                     approximate=search.get("approximate", "conv"))
     if evaluator.fingerprint != config["fingerprint"]:
         raise UserError(f"{run_dir}: model, data, catalog or emulation differ from the run's; pass the run's --model/--data")
     g = _front_genome(run_dir, point) if genome is None else parse_genome(genome, catalog, len(evaluator.layers))

@@ -89,7 +89,8 @@ def finetune_design(evaluator, genome, splits, calibration, epochs: int = DEFAUL
     model = evaluator.model
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1))
-    ds = augment_dataset(splits.x_train[idx], splits.y_train[idx], min(BATCH, len(idx)), seed).map(lambda i, l: (i, tf.one_hot(l, 10)))
+    n_classes = int(model.output_shape[-1])
+    ds = augment_dataset(splits.x_train[idx], splits.y_train[idx], min(BATCH, len(idx)), seed).map(lambda i, l: (i, tf.one_hot(l, n_classes)))
     start = time.time()
     model.fit(ds, epochs=epochs, verbose=verbose)
     seconds = time.time() - start
@@ -188,14 +189,14 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
 
     genomes, context = _points_from_run(run_dir, tolerances)
     if genome is not None:
-        genomes = [parse_genome(genome, catalog)]
+        genomes = [parse_genome(genome, catalog, len(config["evaluator"]["input_ranges"]))]
     if not genomes:
         raise UserError(f"{run_dir}: no front point within {', '.join(map(str, tolerances))} pp on validation")
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for k, g in enumerate(genomes, start=1):
         ev = Evaluator(float_model, card, catalog, validation, compensation=method, calibration=calibration,
-                       rule_store=Path(paths.cache), quiet=quiet)
+                       rule_store=Path(paths.cache), quiet=quiet, approximate=config["search"].get("approximate", "conv"))
         before = context["before"].get(g)
         if before is None or method != config["search"].get("compensation", "none"):
             before = (ev.accuracy(g), top1(ev._predict, test.images.astype(np.float32), test.labels))

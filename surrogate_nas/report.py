@@ -17,6 +17,11 @@ def _no_methods(genome):
     return ["none"] * len(genome)
 
 
+def _layer_names(layers, genome) -> str:
+    """The `layers` column: the Keras names of the genome's layers, `;`-separated like `genome`."""
+    return "" if layers is None else ";".join(info.name for info in layers)
+
+
 def write_table(out_dir: Path, rows: list[dict], notes=()) -> None:
     """summary.csv and summary.md (a Markdown table plus notes) from rows of dicts."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
@@ -30,15 +35,18 @@ def write_table(out_dir: Path, rows: list[dict], notes=()) -> None:
     (out_dir / "summary.md").write_text("\n".join(lines + [""] + list(notes)) + "\n")
 
 
-def write_evaluations_csv(path: Path, evaluations, catalog, methods=_no_methods) -> None:
+def write_evaluations_csv(path: Path, evaluations, catalog, methods=_no_methods, layers=None) -> None:
+    """Every true evaluation; `genome` holds the circuit of each layer and `layers` the
+    Keras names of those layers (when `layers`, the evaluator's LayerInfos, are given)."""
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["order", "generation", "reason", "genome", "compensation", "genome_indices", "accuracy", "energy",
-                         "from_cache", "seconds"])
+                         "from_cache", "seconds", "layers"])
         for order, e in enumerate(evaluations):
             writer.writerow(
                 [order, e.generation, e.reason, ";".join(genome_names(e.genome, catalog)), ";".join(methods(e.genome)),
-                 ",".join(map(str, e.genome)), f"{e.accuracy:.6f}", f"{e.energy:.6f}", int(e.from_cache), f"{e.seconds:.3f}"]
+                 ",".join(map(str, e.genome)), f"{e.accuracy:.6f}", f"{e.energy:.6f}", int(e.from_cache), f"{e.seconds:.3f}",
+                 _layer_names(layers, e.genome)]
             )
 
 
@@ -46,7 +54,8 @@ def _fmt(value: float | None, scale: float = 1.0, digits: int = 6) -> str:
     return "" if value is None else f"{scale * value:.{digits}f}"
 
 
-def write_front_csv(path: Path, front, catalog, rescored: dict | None = None, exact_genome=None, methods=_no_methods) -> None:
+def write_front_csv(path: Path, front, catalog, rescored: dict | None = None, exact_genome=None, methods=_no_methods,
+                    layers=None) -> None:
     """The front with its search-set accuracy and, when re-scored, its accuracy on the
     whole validation split and on the test set (losses against all-exact)."""
     rescored = rescored or {}
@@ -54,7 +63,7 @@ def write_front_csv(path: Path, front, catalog, rescored: dict | None = None, ex
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["genome", "compensation", "genome_indices", "search_accuracy", "validation_accuracy", "test_accuracy",
-                         "energy", "energy_saving_pct", "validation_loss_pp", "test_loss_pp"])
+                         "energy", "energy_saving_pct", "validation_loss_pp", "test_loss_pp", "layers"])
         for e in front:
             val, test = rescored.get(e.genome, (None, None))
             writer.writerow([
@@ -62,29 +71,33 @@ def write_front_csv(path: Path, front, catalog, rescored: dict | None = None, ex
                 f"{e.accuracy:.6f}", _fmt(val), _fmt(test), f"{e.energy:.6f}", f"{100 * (1 - e.energy):.2f}",
                 "" if val is None or exact is None else f"{100 * (exact[0] - val):.2f}",
                 "" if test is None or exact is None else f"{100 * (exact[1] - test):.2f}",
+                _layer_names(layers, e.genome),
             ])
 
 
-def write_rescored_csv(path: Path, rescored: dict, front_genomes, exact_genome, catalog, energy, methods=_no_methods) -> None:
+def write_rescored_csv(path: Path, rescored: dict, front_genomes, exact_genome, catalog, energy, methods=_no_methods,
+                       layers=None) -> None:
     """Every re-scored genome (all-exact first): what `summarize` chooses from."""
     front_genomes = set(front_genomes)
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["role", "genome", "compensation", "genome_indices", "energy", "validation_accuracy", "test_accuracy"])
+        writer.writerow(["role", "genome", "compensation", "genome_indices", "energy", "validation_accuracy", "test_accuracy",
+                         "layers"])
         for genome, (val, test) in rescored.items():
             role = "all-exact" if genome == tuple(exact_genome) else ("front" if genome in front_genomes else "other")
-            writer.writerow([role, ";".join(genome_names(genome, catalog)), ";".join(methods(genome)),
-                             ",".join(map(str, genome)), f"{energy(genome):.6f}", _fmt(val), _fmt(test)])
+            row = [";".join(genome_names(genome, catalog)), ";".join(methods(genome)), ",".join(map(str, genome)),
+                   f"{energy(genome):.6f}", _fmt(val), _fmt(test), _layer_names(layers, genome)]
+            writer.writerow([role, *row])
             if role == "all-exact" and genome in front_genomes:  # also a front point
-                writer.writerow(["front", ";".join(genome_names(genome, catalog)), ";".join(methods(genome)),
-                                 ",".join(map(str, genome)), f"{energy(genome):.6f}", _fmt(val), _fmt(test)])
+                writer.writerow(["front", *row])
 
 
-def write_report(path: Path, front, catalog, header: str, rescored: dict | None = None, methods=_no_methods) -> None:
+def write_report(path: Path, front, catalog, header: str, rescored: dict | None = None, methods=_no_methods,
+                 layers=None) -> None:
     lines = [header, ""]
     for i, e in enumerate(front, start=1):
         lines.append(f"# Pareto point {i}")
-        lines.append(format_layers(e.genome, catalog, methods(e.genome)))
+        lines.append(format_layers(e.genome, catalog, methods(e.genome), layers))
         val, test = (rescored or {}).get(e.genome, (None, None))
         extra = "" if val is None else f", validation accuracy {val:.4f}, test accuracy {test:.4f}"
         lines.append(f"Accuracy (search set): {e.accuracy:.4f}{extra}")

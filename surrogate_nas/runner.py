@@ -136,10 +136,9 @@ class Context:
     """What a run needs loaded once: catalog, data, model, evaluators, cache."""
 
     def __init__(self, paths, search_images: int, test_images: int | None, seed: int = 0, quiet: bool = False,
-                 compensation: str = "auto"):
+                 compensation: str = "auto", approximate: str = "conv"):
         from surrogate_nas.cache import EvalCache, default_cache_file
-        from surrogate_nas.evaluate import Evaluator
-        from surrogate_nas.session import ensure_model, load_catalog_from, load_data_from
+        from surrogate_nas.session import ensure_card, ensure_model, load_catalog_from, load_data_from
 
         self.paths = paths
         self.quiet = quiet
@@ -147,7 +146,9 @@ class Context:
         self.model_path = ensure_model(paths)
         self.data = load_data_from(paths)
         check_image_counts(self.data, search_images, test_images)
+        ensure_card(self.model_path, self.data)
         self.compensation = compensation
+        self.approximate = approximate
         self.rule_store = Path(paths.cache)
         self.evaluator = self._evaluator("validation", search_images, seed)
         self._rescore_args = {"validation": (None, seed), "test": (test_images, seed)}
@@ -160,7 +161,8 @@ class Context:
         from surrogate_nas.evaluate import Evaluator
 
         return Evaluator.from_paths(self.model_path, self.catalog, self.data, split, n_images, seed,
-                                    compensation=self.compensation, rule_store=self.rule_store, quiet=self.quiet)
+                                    compensation=self.compensation, rule_store=self.rule_store, quiet=self.quiet,
+                                    approximate=self.approximate)
 
     def rescore_evaluator(self, split: str):
         """Evaluator of the final re-scoring: all validation images, or the test set."""
@@ -201,6 +203,8 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     """`resume`: continue the run folder if it exists, provided its saved settings and
     evaluator equal these (`resume_flag` names the flag or command in the refusal)."""
     config.validate()
+    if config.approximate != getattr(ctx, "approximate", "conv"):
+        raise ValueError(f"config.approximate {config.approximate!r} but the context approximates {ctx.approximate!r}")
     run_id = run_id or new_run_id(config)
     run_dir = out_dir / run_id
     if run_dir.exists() and not resume and (run_dir / "config.json").exists():
@@ -235,7 +239,8 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
 
     try:
         if config.mode == "full":
-            generations = run_full(config, truth, len(ctx.catalog), ctx.exact_index, energy.batch, on_generation)
+            generations = run_full(config, truth, len(ctx.catalog), ctx.exact_index, energy.batch, on_generation,
+                                   n_layers=len(ctx.evaluator.layers))
         else:
             from surrogate_nas.surrogate_search import run_surrogate
 
@@ -305,6 +310,7 @@ def _write_config(run_dir: Path, ctx: Context, config: SearchConfig, run_id: str
         "fingerprint": ctx.evaluator.fingerprint,
         "evaluator": ctx.evaluator.description,
         "model": str(ctx.model_path),
+        "layers": [{"name": i.name, "kind": i.kind, "macs": i.macs} for i in ctx.evaluator.infos],
         "catalog": str(ctx.catalog.path),
         "catalog_names": ctx.catalog.names,
         "data": ctx.data.source,
@@ -326,7 +332,8 @@ def _write_config(run_dir: Path, ctx: Context, config: SearchConfig, run_id: str
 def _write_progress(run_dir: Path, ctx: Context, truth: TrueEvaluations, generation: int | None) -> None:
     from surrogate_nas.report import write_evaluations_csv
 
-    write_evaluations_csv(run_dir / "evaluations.csv", list(truth.archive.values()), ctx.catalog, ctx.methods)
+    write_evaluations_csv(run_dir / "evaluations.csv", list(truth.archive.values()), ctx.catalog, ctx.methods,
+                          ctx.evaluator.infos)
     state = {"generations_done": generation, "evaluations": truth.used, "budget": truth.budget,
              "computed": truth.computed, "cache_hits": truth.cache_hits}
     (run_dir / "progress.json").write_text(json.dumps(state) + "\n")
@@ -346,8 +353,9 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
     d = result.run_dir
     catalog = ctx.catalog
     methods = ctx.methods
-    write_evaluations_csv(d / "evaluations.csv", result.evaluations, catalog, methods)
-    write_front_csv(d / "front.csv", result.front, catalog, result.rescored, result.exact_genome, methods)
+    layers = ctx.evaluator.infos
+    write_evaluations_csv(d / "evaluations.csv", result.evaluations, catalog, methods, layers)
+    write_front_csv(d / "front.csv", result.front, catalog, result.rescored, result.exact_genome, methods, layers)
     header = (
         f"run {result.run_id}: mode {config.mode}, budget {config.budget}, pop {config.pop_size}, "
         f"generations {result.generations}, {len(result.evaluations)} true evaluations "
@@ -357,7 +365,7 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
     if result.rescored:
         val, test = result.rescored[result.exact_genome]
         header += f"; all-exact validation accuracy {val:.4f}, test accuracy {test:.4f}"
-    write_report(d / "report.txt", result.front, catalog, header, result.rescored, methods)
+    write_report(d / "report.txt", result.front, catalog, header, result.rescored, methods, layers)
     plot_front(d / "front.png", result.evaluations, result.front, result.exact_genome,
                f"{config.mode} NSGA-II ({config.compensation} compensation), {result.run_id}")
     plot_hv(d / "hv.png", {config.mode: result.hv_history}, HV_REFERENCE, f"hypervolume, {result.run_id}")
@@ -368,7 +376,7 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
         plot_predictions(d / "surrogate.png", result.surrogate_log)
     if result.rescored:
         write_rescored_csv(d / "rescored.csv", result.rescored, [e.genome for e in result.front], result.exact_genome,
-                           catalog, ctx.evaluator.energy, methods)
+                           catalog, ctx.evaluator.energy, methods, layers)
         summary = summarize(d)
         if not ctx.quiet:
             print(format_summary(summary))

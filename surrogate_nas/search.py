@@ -56,6 +56,7 @@ class SearchConfig:
     evaluate_test: bool = True  # re-score the final front on all validation images and the test set
     rescore_floor_pp: float | None = 15.0  # re-score front points within this of all-exact (None: all)
     compensation: str = "auto"
+    approximate: str = "conv"  # the layers with a gene: conv, or conv+dense
     finetune_top: int = 0  # fine-tune this many validation-chosen points at the end
     # surrogate mode
     seed_fraction: float = 0.15
@@ -91,6 +92,8 @@ class SearchConfig:
             bad("seed-fraction", f"must be in (0, 1), got {self.seed_fraction}")
         if self.compensation not in CHOICES:
             bad("compensation", f"expected one of {', '.join(CHOICES)}, got {self.compensation!r}")
+        if self.approximate not in ("conv", "conv+dense"):
+            bad("approximate", f"expected one of conv, conv+dense, got {self.approximate!r}")
         if self.rescore_floor_pp is not None and not self.rescore_floor_pp >= 0:
             bad("rescore-floor", f"must be >= 0 pp, got {self.rescore_floor_pp}")
         if self.finetune_top < 0:
@@ -186,7 +189,7 @@ class TrueEvaluations:
 
 
 class AssignmentProblem(Problem):
-    """The search space: one integer gene per conv layer; objectives 1 - accuracy and
+    """The search space: one integer gene per approximable layer; objectives 1 - accuracy and
     relative energy. The searches score genomes themselves and tell pymoo the objectives
     (true accuracies, or in surrogate mode predictions for unevaluated offspring), so the
     problem never evaluates anything."""
@@ -247,7 +250,7 @@ class SpaceWatch:
     evaluated, or the population has produced no new genome for STALL_GENERATIONS
     generations (a tiny space nearly used up). Says which, in one line."""
 
-    def __init__(self, truth: TrueEvaluations, n_choices: int, n_layers: int = 5):
+    def __init__(self, truth: TrueEvaluations, n_choices: int, n_layers: int):
         self.truth = truth
         self.space = n_choices**n_layers
         self.last_used = truth.used
@@ -285,12 +288,13 @@ def no_offspring(pop) -> bool:
     return False
 
 
-def run_full(config: SearchConfig, truth: TrueEvaluations, n_choices: int, exact_index: int, energy_batch, on_generation=None) -> int:
+def run_full(config: SearchConfig, truth: TrueEvaluations, n_choices: int, exact_index: int, energy_batch,
+             on_generation=None, *, n_layers: int) -> int:
     """Plain NSGA-II: every offspring gets a true evaluation. Returns generations done."""
-    problem = AssignmentProblem(5, n_choices)
-    algorithm = make_algorithm(config, [(exact_index,) * 5])
+    problem = AssignmentProblem(n_layers, n_choices)
+    algorithm = make_algorithm(config, [(exact_index,) * n_layers])
     algorithm.setup(problem, termination=NoTermination(), seed=config.seed)
-    watch = SpaceWatch(truth, n_choices)
+    watch = SpaceWatch(truth, n_choices, n_layers)
     generation = 0
     while config.generations is None or generation < config.generations:
         pop = algorithm.ask()

@@ -15,11 +15,16 @@ def add_path_flags(parser, model: bool = True, data: bool = True, catalog: bool 
     if catalog:
         parser.add_argument("--catalog", help="multiplier catalog folder (catalog.csv + .bin tables)")
     if data:
-        parser.add_argument("--data", help="CIFAR-10 source: archive, image folder or official release")
+        parser.add_argument("--data", help="data: image-folder dataset (folder or archive), or CIFAR-10's official release")
     if model:
         parser.add_argument("--model", help="trained .keras model (its .json card next to it)")
     if cache:
         parser.add_argument("--cache", help="cache folder (evaluation database, decoded data)")
+
+
+def add_approximate_flag(parser) -> None:
+    parser.add_argument("--approximate", default="conv",
+                        help="which layers get a multiplier (a gene): conv (default) or conv+dense")
 
 
 def paths_from_args(args) -> Paths:
@@ -76,3 +81,20 @@ def ensure_model(paths: Paths) -> Path:
     if not model_path.is_file():
         raise UserError(f"--model {model_path}: not a file (expected a .keras model)")
     return model_path
+
+
+def ensure_card(model_path: Path, data, stream=None) -> None:
+    """A model without a card is calibrated first (seconds to minutes, unlike training),
+    saying so in one line."""
+    import sys
+
+    from surrogate_nas.modelcard import card_path
+
+    card = card_path(model_path)
+    if card.is_file():
+        return
+    print(f"{model_path}: no model card; calibrating the model first (writes {card})", file=stream or sys.stdout,
+          flush=True)
+    from surrogate_nas.calibrate import calibrate_model
+
+    calibrate_model(model_path, data)

@@ -75,7 +75,7 @@ def study_configs(paths: list[Path], overrides: dict) -> list[tuple[str, list[st
 
 
 def run_studies(make_context, paths: list[Path], out_dir: Path, overrides: dict) -> list[dict]:
-    """`make_context(search_images, test_images, compensation)` gives the Context each study
+    """`make_context(search_images, test_images, compensation, approximate)` gives the Context each study
     runs in: every study uses its own image settings (one Context per distinct setting,
     built when first needed; the previous one is released first)."""
     from surrogate_nas.runner import execute
@@ -84,7 +84,7 @@ def run_studies(make_context, paths: list[Path], out_dir: Path, overrides: dict)
     results = {}
     key, ctx = None, None
     for name, modes, config in study_configs(paths, overrides):
-        wanted = (config.search_images, config.test_images, config.compensation)
+        wanted = (config.search_images, config.test_images, config.compensation, config.approximate)
         if wanted != key:
             key, ctx = wanted, None
             ctx = make_context(*wanted)

@@ -31,8 +31,11 @@ LAYER_FEATURES = METRICS + ("power_mw", "mac_share", "noise_bias", "noise_std", 
 TOTAL_FEATURES = ("energy", "noise_std_sum", "noise_std_max", "noise_bias_abs_sum")
 
 
-def feature_names(n_layers: int = 5) -> list[str]:
-    return [f"l{l + 1}_{f}" for l in range(n_layers) for f in LAYER_FEATURES] + list(TOTAL_FEATURES)
+def feature_names(layers) -> list[str]:
+    """Column names of the feature matrix; `layers`: the number of approximable layers,
+    or their Keras names (then the columns are `conv1_mae`, ...)."""
+    names = [f"l{l + 1}" for l in range(layers)] if isinstance(layers, int) else list(layers)
+    return [f"{name}_{f}" for name in names for f in LAYER_FEATURES] + list(TOTAL_FEATURES)
 
 
 class GenomeFeatures:

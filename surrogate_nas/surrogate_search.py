@@ -37,19 +37,20 @@ def build_features(ctx, energy) -> GenomeFeatures:
     return GenomeFeatures(ctx.catalog, [i.macs for i in ctx.evaluator.infos], energy, noise)
 
 
-def seed_genomes(n_seed: int, n_choices: int, exact_index: int, powers: np.ndarray, rng: np.random.Generator) -> list[tuple[int, ...]]:
+def seed_genomes(n_seed: int, n_choices: int, exact_index: int, powers: np.ndarray, rng: np.random.Generator,
+                 n_layers: int) -> list[tuple[int, ...]]:
     """All-exact, then uniform genomes (one circuit everywhere) spread over the power
     range, then a Latin-hypercube sample over the circuits of each layer. A space with
     fewer genomes than `n_seed` gives all of them."""
-    n_seed = min(n_seed, n_choices**5)
-    genomes = [(exact_index,) * 5]
+    n_seed = min(n_seed, n_choices**n_layers)
+    genomes = [(exact_index,) * n_layers]
     uniform_budget = min(n_choices - 1, max(0, (2 * n_seed) // 3 - 1))
     by_power = [int(i) for i in np.argsort(powers) if i != exact_index]
     picks = np.unique(np.linspace(0, len(by_power) - 1, uniform_budget).round().astype(int)) if uniform_budget else []
-    genomes += [(by_power[i],) * 5 for i in picks]
+    genomes += [(by_power[i],) * n_layers for i in picks]
     blocks = 0
     while len(genomes) < n_seed and blocks < 1000:
-        block = np.column_stack([rng.permutation(n_choices) for _ in range(5)])
+        block = np.column_stack([rng.permutation(n_choices) for _ in range(n_layers)])
         for row in block:
             genome = tuple(int(g) for g in row)
             if genome not in genomes and len(genomes) < n_seed:
@@ -57,7 +58,7 @@ def seed_genomes(n_seed: int, n_choices: int, exact_index: int, powers: np.ndarr
         blocks += 1
     if len(genomes) < n_seed:  # a small space nearly used up: the rest of it, in random order
         seen = set(genomes)
-        rest = [g for g in itertools.product(range(n_choices), repeat=5) if g not in seen]
+        rest = [g for g in itertools.product(range(n_choices), repeat=n_layers) if g not in seen]
         genomes += [rest[i] for i in rng.permutation(len(rest))[: n_seed - len(genomes)]]
     return genomes[:n_seed]
 
@@ -99,16 +100,17 @@ def _quality(pred, true) -> tuple[float, float, float]:
 def run_surrogate(config: SearchConfig, truth: TrueEvaluations, ctx, energy, log: list, on_generation, run_dir: Path) -> int:
     rng = np.random.default_rng(config.seed)
     n_choices = len(ctx.catalog)
+    n_layers = len(ctx.evaluator.layers)
     features = build_features(ctx, energy)
     n_seed = max(config.pop_size, int(round(config.seed_fraction * config.budget)))
     n_seed = min(n_seed, config.budget)
-    seeds = seed_genomes(n_seed, n_choices, ctx.exact_index, ctx.catalog.powers, rng)
+    seeds = seed_genomes(n_seed, n_choices, ctx.exact_index, ctx.catalog.powers, rng, n_layers)
     try:
         for genome in seeds:
             truth.accuracy(genome, 0, "seed")
     except BudgetExhausted:
         return 0
-    watch = SpaceWatch(truth, n_choices)
+    watch = SpaceWatch(truth, n_choices, n_layers)
     if watch.exhausted:
         watch.say_exhausted()
         return 0
@@ -131,7 +133,7 @@ def run_surrogate(config: SearchConfig, truth: TrueEvaluations, ctx, energy, log
     # Initial population: the best pop_size seed evaluations by rank and crowding.
     seed_pop = Population.new("X", np.array(list(truth.archive.keys()), dtype=float))
     seed_pop.set("F", np.column_stack([1.0 - y, energy.batch(np.array(list(truth.archive.keys())))]))
-    problem = AssignmentProblem(5, n_choices)
+    problem = AssignmentProblem(n_layers, n_choices)
     survivors = RankAndCrowding().do(problem, seed_pop, n_survive=config.pop_size, random_state=rng)
     start_genomes = [tuple(int(v) for v in x) for x in np.asarray(survivors.get("X")).round()]
 

@@ -11,13 +11,16 @@ import tensorflow as tf
 
 
 def augment_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Reflect-pad-4 random crops and horizontal flips, reshuffled every epoch (seeded)."""
+    """Reflect-pad-4 random crops (less for images under 5 pixels) and horizontal flips,
+    reshuffled every epoch (seeded)."""
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    shape = [int(d) for d in x.shape[1:]]
+    pad = max(0, min(4, shape[0] - 1, shape[1] - 1))
 
     def aug(img, label):
-        img = tf.pad(tf.cast(img, tf.float32), [[4, 4], [4, 4], [0, 0]], mode="REFLECT")
-        img = tf.image.random_crop(img, [32, 32, 3], seed=seed)
+        img = tf.pad(tf.cast(img, tf.float32), [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+        img = tf.image.random_crop(img, shape, seed=seed)
         img = tf.image.random_flip_left_right(img, seed=seed)
         return img, label
 
@@ -70,10 +73,11 @@ def train(
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
         metrics=["accuracy"],
     )
+    n_classes = int(model.output_shape[-1])
     train_ds = augment_dataset(x_train, y_train, batch_size, seed).map(
-        lambda i, l: (i, tf.one_hot(l, 10))
+        lambda i, l: (i, tf.one_hot(l, n_classes))
     )
     val_ds = tf.data.Dataset.from_tensor_slices(
-        (x_val.astype(np.float32), keras.utils.to_categorical(y_val, 10))
+        (x_val.astype(np.float32), keras.utils.to_categorical(y_val, n_classes))
     ).batch(500)
     return model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose)

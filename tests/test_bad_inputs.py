@@ -104,12 +104,24 @@ def bad(project, tmp_path_factory) -> Bad:
     doc = json.loads(card)
     doc["weights_sha256"] = hashlib.sha256(three_path.read_bytes()).hexdigest()
     three_path.with_suffix(".json").write_text(json.dumps(doc))
+    def foreign(name: str, layer) -> Path:
+        """A model with an unsupported conv, with a card that matches its file."""
+        net = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3, name="c0"), layer,
+                                keras.layers.Flatten(), keras.layers.Dense(10)])
+        path = model_variant(name, None)
+        net.save(path)
+        doc = json.loads(card)
+        doc["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        path.with_suffix(".json").write_text(json.dumps(doc))
+        return path
+
     models = {
         "missing": root / "models" / "typo.keras",
+        "depthwise": foreign("depthwise", keras.layers.DepthwiseConv2D(3, name="dw")),
+        "dilated": foreign("dilated", keras.layers.Conv2D(4, 3, dilation_rate=2, name="c1")),
         "garbage": model_variant("garbage", b"PK\x03\x04 this is not a keras archive" * 20),
         "truncated": model_variant("truncated", project.model.read_bytes()[:2000]),
         "three_convs": three_path,
-        "no_card": model_variant("no-card", project.model.read_bytes(), with_card=None),
     }
     configs = {}
     for name, content in {"not_utf8": b"[paths]\ncache = \"\xff\xfe\"\n", "not_toml": b"[paths\ncache = 1\n",
@@ -203,8 +215,13 @@ CASES = {
     "model-garbage": (["evaluate", "--genome", EXACT5], {"model": "bad.models.garbage"}, r"--model .*garbage.*m\.keras: cannot load the model"),
     "model-truncated": (["evaluate", "--genome", EXACT5], {"model": "bad.models.truncated"}, r"--model .*truncated.*m\.keras: cannot load the model"),
     "model-three-convs": (["evaluate", "--genome", EXACT5], {"model": "bad.models.three_convs"},
-                          r"--model .*three-convs.*m\.keras: .*expected 5 conv layers, found 3"),
-    "model-no-card": (["evaluate", "--genome", EXACT5], {"model": "bad.models.no_card"}, r"no-card.*m\.json: model card missing"),
+                          r"--genome: expected 3 multipliers \(one per approximable layer\), got 5"),
+    "model-card-of-another": (["evaluate", "--genome", "exact,exact,exact", "--images", "20"], {"model": "bad.models.three_convs"},
+                              r"three-convs.*m\.json: no calibration for layer c0 \(the card describes conv1, "),
+    "model-depthwise": (["evaluate", "--genome", EXACT5], {"model": "bad.models.depthwise"},
+                        r"^error: layer dw: DepthwiseConv2D is not emulated \(only Conv2D and Dense layers are approximable\)$"),
+    "model-dilated": (["run", *SEARCH], {"model": "bad.models.dilated"},
+                      r"^error: layer c1: dilation_rate \(2, 2\) \(only 1 is emulated\)$"),
     # cache
     "cache-corrupt": (["run", *SEARCH], {"cache": "CORRUPT"}, r"evaluations\.sqlite: evaluation cache is damaged"),
     "cache-truncated": (["run", *SEARCH], {"cache": "TRUNCATED"}, r"evaluations\.sqlite: evaluation cache is damaged"),

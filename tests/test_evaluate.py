@@ -20,11 +20,11 @@ def test_report_style(cli, card):
     assert r.rc == 0, r.err
     lines = r.out.strip().splitlines()
     assert lines[:5] == [
-        "ConvLayer 1: exact.bin",
-        "ConvLayer 2: trunc.bin",
-        "ConvLayer 3: lowbits.bin",
-        "ConvLayer 4: noisy.bin",
-        "ConvLayer 5: exact.bin",
+        "ConvLayer 1: exact.bin [conv1]",
+        "ConvLayer 2: trunc.bin [conv2]",
+        "ConvLayer 3: lowbits.bin [conv3]",
+        "ConvLayer 4: noisy.bin [conv4]",
+        "ConvLayer 5: exact.bin [conv5]",
     ]
     assert re.fullmatch(r"Accuracy: \d\.\d{4} \(validation, 20 images\)", lines[5])
     assert re.fullmatch(r"Relative energy: \d\.\d{4}", lines[6])
@@ -65,7 +65,7 @@ def test_indices_and_names_agree_and_energy_formula(cli, card):
         assert doc["accuracy"] == by_name["accuracy"]
         assert doc["energy"] == by_name["energy"]
         assert doc["fingerprint"] == by_name["fingerprint"]
-    macs = np.array(card["macs_per_layer"], dtype=np.float64)
+    macs = np.array(card["macs_per_layer"][:5], dtype=np.float64)  # the conv layers (then fc1, logits)
     powers = np.array([POWERS[n] for n in by_name["genome"]])
     expected = float((macs * powers).sum() / (macs * POWERS["exact"]).sum())
     assert by_name["energy"] == pytest.approx(expected, rel=1e-12)
@@ -114,8 +114,22 @@ def test_missing_data(cli, tmp_path):
     _one_line_error(cli("evaluate", "--genome", EXACT5, "--images", "20", data=tmp_path / "nope"), r"--data .*not found")
 
 
+def test_missing_card_is_calibrated_first(cli, project, tmp_path, card):
+    """A model without a card is calibrated (one line says so), with the card `train` wrote."""
+    model = tmp_path / "m" / "tiny.keras"
+    model.parent.mkdir()
+    shutil.copy(project.model, model)
+    r = cli("evaluate", "--genome", EXACT5, "--images", "20", "--json", model=model)
+    assert r.rc == 0, r.err
+    assert r.err_lines == [f"{model}: no model card; calibrating the model first (writes {model.with_suffix('.json')})"]
+    written = json.loads(model.with_suffix(".json").read_text())
+    for key in ("layer_names", "input_ranges", "input_code_histograms", "kernel_code_histograms", "macs_per_layer",
+                "calibration_indices_sha256", "weights_sha256", "float_test_accuracy", "int8_exact_test_accuracy"):
+        assert written[key] == card[key], key
+    assert json.loads(r.out)["accuracy"] == _json(cli, EXACT5, "--images", "20")["accuracy"]
+
+
 @pytest.mark.parametrize("card_text, pattern", [
-    (None, r"model card missing"),
     ("{not json", r"model card is not valid JSON"),
     ('{"epochs": 1}', r"model card lacks 'input_ranges'"),
 ])
@@ -181,7 +195,7 @@ def test_all_exact_energy_is_exactly_one(evaluator, catalog, card):
     from surrogate_nas.energy import EnergyModel
 
     assert evaluator.energy((EXACT_INDEX,) * 5) == 1.0
-    model = EnergyModel.from_catalog(card["macs_per_layer"], catalog)
+    model = EnergyModel.from_catalog(card["macs_per_layer"][:5], catalog)
     assert model.batch(np.array([(EXACT_INDEX,) * 5]))[0] == 1.0
 
 

@@ -85,7 +85,8 @@ def test_full_run_writes_its_folder(full_runs, catalog):
     assert report.startswith("run a: mode full, budget 12, pop 4")
     layer_lines = [line for line in report.splitlines() if line.startswith("ConvLayer")]
     assert len(layer_lines) == 5 * len(front)
-    assert all(re.fullmatch(r"ConvLayer [1-5]: (trunc|exact|lowbits|noisy|zero)\.bin( \((bias|tune|alwann|tune\+bias)\))?",
+    assert all(re.fullmatch(r"ConvLayer ([1-5]): (trunc|exact|lowbits|noisy|zero)\.bin( \((bias|tune|alwann|tune\+bias)\))? "
+                            r"\[conv\1\]",
                             line) for line in layer_lines), layer_lines
     assert report.count("# Pareto point") == len(front)
 

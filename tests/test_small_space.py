@@ -44,11 +44,11 @@ def deadline(seconds: int):
 def test_seed_genomes_larger_than_the_space_gives_the_whole_space():
     powers = np.array([POWERS["exact"], POWERS["lowbits"]])
     with deadline(20):
-        seeds = seed_genomes(45, 2, 0, powers, np.random.default_rng(0))
+        seeds = seed_genomes(45, 2, 0, powers, np.random.default_rng(0), 5)
     assert len(seeds) == 32 and set(seeds) == SPACE
     assert seeds[0] == EXACT2 and seeds[1] == (1,) * 5
     with deadline(20):  # one short of the space: the loop has to find the last genomes
-        almost = seed_genomes(31, 2, 0, powers, np.random.default_rng(1))
+        almost = seed_genomes(31, 2, 0, powers, np.random.default_rng(1), 5)
     assert len(set(almost)) == 31 and set(almost) <= SPACE and almost[0] == EXACT2
 
 
@@ -76,7 +76,7 @@ def truth_for(tmp_path):
 def test_full_mode_ends_when_every_genome_is_evaluated(truth_for, capsys):
     truth = truth_for(100)
     with deadline(60):
-        generations = run_full(SearchConfig(budget=100, pop_size=40), truth, 2, 0, lambda X: X.mean(axis=1))
+        generations = run_full(SearchConfig(budget=100, pop_size=40), truth, 2, 0, lambda X: X.mean(axis=1), n_layers=5)
     assert set(truth.archive) == SPACE and truth.used == 32
     assert generations == 1  # 32 distinct genomes in the initial population of 40
     out = capsys.readouterr().out
@@ -88,7 +88,7 @@ def test_full_mode_ends_when_no_new_genome_comes(truth_for, capsys):
     truth = truth_for(40)
     generations = []
     with deadline(120):
-        run_full(SearchConfig(budget=40, pop_size=4), truth, 2, 0, lambda X: X.mean(axis=1), generations.append)
+        run_full(SearchConfig(budget=40, pop_size=4), truth, 2, 0, lambda X: X.mean(axis=1), generations.append, n_layers=5)
     assert truth.used < 32
     out = capsys.readouterr().out
     assert f"no new assignment in {STALL_GENERATIONS} generations ({truth.used} of the 32" in out

@@ -137,7 +137,7 @@ def _noise_reference(evaluator, catalog) -> np.ndarray:
 
 def test_feature_matrix_columns(features, evaluator, catalog):
     """Every column of the feature matrix, recomputed from its definition."""
-    names = feature_names()
+    names = feature_names(5)
     assert len(set(names)) == len(names)
     genomes = np.array([EXACT, (0, 1, 2, 3, 4), (4, 4, 4, 4, 4), (2, 0, 3, 1, 4)])
     F = features.transform(genomes)
@@ -173,16 +173,16 @@ def test_feature_matrix_columns(features, evaluator, catalog):
 
 def test_seed_genomes():
     powers = np.array([POWERS[n] for n in ("trunc", "exact", "lowbits", "noisy", "zero")])
-    seeds = seed_genomes(12, 5, EXACT_INDEX, powers, np.random.default_rng(0))
+    seeds = seed_genomes(12, 5, EXACT_INDEX, powers, np.random.default_rng(0), 5)
     assert len(seeds) == 12 and len(set(seeds)) == 12
     assert seeds[0] == EXACT
     uniform = [g for g in seeds[1:] if len(set(g)) == 1]
     # the four other circuits, each everywhere, by power: zero, lowbits, trunc, noisy
     assert uniform == [(4,) * 5, (2,) * 5, (0,) * 5, (3,) * 5] == seeds[1:5]
     assert all(0 <= v < 5 for g in seeds for v in g)
-    assert seeds == seed_genomes(12, 5, EXACT_INDEX, powers, np.random.default_rng(0))
-    assert seeds != seed_genomes(12, 5, EXACT_INDEX, powers, np.random.default_rng(1))
-    few = seed_genomes(3, 5, EXACT_INDEX, powers, np.random.default_rng(0))
+    assert seeds == seed_genomes(12, 5, EXACT_INDEX, powers, np.random.default_rng(0), 5)
+    assert seeds != seed_genomes(12, 5, EXACT_INDEX, powers, np.random.default_rng(1), 5)
+    few = seed_genomes(3, 5, EXACT_INDEX, powers, np.random.default_rng(0), 5)
     assert few[0] == EXACT and len(set(few)) == 3
 
 

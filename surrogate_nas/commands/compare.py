@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     args.mode = "surrogate"
     base = config_from_args(args)
     base.validate()
-    ctx = Context(paths_from_args(args), base.search_images, base.test_images, compensation=base.compensation)
+    ctx = Context(paths_from_args(args), base.search_images, base.test_images, compensation=base.compensation,
+                  approximate=base.approximate)
     out = Path(args.out)
     _, rows, notes = compare(ctx, methods, args.seeds, args.budget, args.full_budget, base, out)
     print((out / "summary.md").read_text())

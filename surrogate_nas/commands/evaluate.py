@@ -6,12 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from surrogate_nas.session import add_path_flags
+from surrogate_nas.session import add_approximate_flag, add_path_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="accuracy and relative energy of one genome")
-    p.add_argument("--genome", required=True, help="5 multipliers, comma-separated names or catalog indices")
+    p.add_argument("--genome", required=True,
+                   help="one multiplier per approximable layer, comma-separated names or catalog indices")
     p.add_argument("--split", default="validation", help="validation (search set) or test")
     p.add_argument("--images", type=int, default=None, help="stratified subset size (default: 2000 validation, all test)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stratified subset")
@@ -19,32 +20,42 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="none, bias, tune, alwann, tune+bias or auto (default: per layer and circuit, the method "
                         "measured best on training images)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    add_approximate_flag(p)
     add_path_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from surrogate_nas.compensation import check_method
-    from surrogate_nas.evaluate import Evaluator, SPLITS
     from surrogate_nas.errors import UserError
+    from surrogate_nas.evaluate import SPLITS, Evaluator
     from surrogate_nas.genome import format_layers, genome_names, parse_genome
-    from surrogate_nas.session import ensure_model, load_catalog_from, load_data_from, paths_from_args
+    from surrogate_nas.model import approximable_layers, check_approximate
+    from surrogate_nas.modelcard import load_model
+    from surrogate_nas.session import ensure_card, ensure_model, load_catalog_from, load_data_from, paths_from_args
 
     if args.split not in SPLITS:
         raise UserError(f"--split: expected one of {', '.join(SPLITS)}, got {args.split!r}")
     check_method(args.compensation)
+    check_approximate(args.approximate)
     if args.images is not None and args.images < 1:
         raise UserError(f"--images: must be positive, got {args.images}")
     if args.seed < 0:
         raise UserError(f"--seed: must be >= 0, got {args.seed}")
     paths = paths_from_args(args)
     catalog = load_catalog_from(paths, args.compensation)
-    genome = parse_genome(args.genome, catalog)
+    parse_genome(args.genome, catalog)  # names and indices, before anything is loaded
     n_images = args.images if args.images is not None else (2000 if args.split == "validation" else None)
     model_path = ensure_model(paths)
     data = load_data_from(paths)
+    ensure_card(model_path, data, stream=sys.stderr if args.json else None)
+    float_model = load_model(model_path)
+    genome = parse_genome(args.genome, catalog, len(approximable_layers(float_model, args.approximate)))
     evaluator = Evaluator.from_paths(model_path, catalog, data, args.split, n_images, args.seed,
-                                     compensation=args.compensation, rule_store=Path(paths.cache), quiet=args.json)
+                                     compensation=args.compensation, rule_store=Path(paths.cache), quiet=args.json,
+                                     approximate=args.approximate, float_model=float_model)
     score = evaluator.score(genome)
     methods = evaluator.design_labels(genome)
     if args.json:
@@ -53,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "genome": genome_names(genome, catalog),
                     "genome_indices": list(genome),
+                    "layers": evaluator.layer_names,
                     "compensation": args.compensation,
                     "layer_compensation": methods,
                     "accuracy": score.accuracy,
@@ -65,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(format_layers(genome, catalog, methods))
+        print(format_layers(genome, catalog, methods, evaluator.infos))
         print(f"Accuracy: {score.accuracy:.4f} ({args.split}, {score.n_images} images)")
         print(f"Relative energy: {score.energy:.4f}")
         print(f"Seconds: {score.seconds:.2f}")

@@ -26,6 +26,8 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rescore-floor", type=float, default=15.0,
                    help="re-score only front points within this many pp of all-exact on the search set (default 15)")
     p.add_argument("--rescore-all", action="store_true", help="re-score every front point")
+    p.add_argument("--approximate", default="conv",
+                   help="which layers get a multiplier (one gene each): conv (default) or conv+dense")
     p.add_argument("--finetune-top", type=int, default=0,
                    help="fine-tune the K tightest validation-chosen points (0.5, 1, 2, 5 pp) at the end (default 0)")
 
@@ -62,6 +64,7 @@ def config_from_args(args) -> "SearchConfig":  # noqa: F821
         offspring_factor=args.offspring_factor,
         evaluate_test=not getattr(args, "no_test", False),
         compensation=args.compensation,
+        approximate=getattr(args, "approximate", "conv"),
         rescore_floor_pp=None if getattr(args, "rescore_all", False) else args.rescore_floor,
         finetune_top=getattr(args, "finetune_top", 0),
     )
@@ -70,7 +73,7 @@ def config_from_args(args) -> "SearchConfig":  # noqa: F821
 # Flags that a resumed run takes from its saved configuration instead.
 NOT_WITH_RESUME = ("mode", "budget", "pop_size", "generations", "crossover_prob", "crossover_eta", "mutation_prob",
                    "mutation_eta", "seed", "search_images", "test_images", "seed_fraction", "offspring_factor",
-                   "compensation", "rescore_floor", "rescore_all", "finetune_top", "run_id", "no_test")
+                   "compensation", "approximate", "rescore_floor", "rescore_all", "finetune_top", "run_id", "no_test")
 
 
 def ignored_with_resume(args: argparse.Namespace) -> list[str]:
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         run_id = args.run_id
     config.validate()
     ctx = Context(paths_from_args(args), config.search_images, config.test_images, seed=0,
-                  compensation=config.compensation)
+                  compensation=config.compensation, approximate=config.approximate)
     result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume),
                      resume_flag=f"--resume {args.resume}" if args.resume else None)
     print(f"\nrun {result.run_id}: {len(result.evaluations)} true evaluations "

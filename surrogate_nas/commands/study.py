@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{path}: {exc}") from None
     del data
 
-    def make_context(search_images: int, test_images: int | None, compensation: str) -> Context:
-        return Context(paths, search_images, test_images, compensation=compensation)
+    def make_context(search_images: int, test_images: int | None, compensation: str, approximate: str = "conv") -> Context:
+        return Context(paths, search_images, test_images, compensation=compensation, approximate=approximate)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

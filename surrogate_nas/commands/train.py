@@ -10,12 +10,13 @@ from surrogate_nas.session import DEFAULT_TRAIN_EPOCHS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the AlexNet-style CIFAR-10 model and write its card")
+    p = sub.add_parser("train", help="train a shipped architecture (alexnet, resnet8) and write its card")
+    p.add_argument("--arch", default="alexnet", help="alexnet (default) or resnet8 (tf-approximate's example ResNet-8)")
     p.add_argument("--epochs", type=int, default=DEFAULT_TRAIN_EPOCHS, help=f"training epochs (default {DEFAULT_TRAIN_EPOCHS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--train-images", type=int, default=None, help="use only the first N training images (smoke runs)")
-    p.add_argument("--data", help="CIFAR-10 source (archive, folder, official release)")
+    p.add_argument("--data", help="data: image-folder dataset (folder or archive), or CIFAR-10's official release")
     p.add_argument("--cache", help="cache folder (decoded dataset)")
     p.add_argument("--model", help="where to write the .keras model (its card goes next to it)")
     p.set_defaults(func=run)
@@ -31,10 +32,16 @@ def run(args: argparse.Namespace) -> int:
     if args.train_images is not None and args.train_images < 1:
         raise UserError(f"--train-images must be >= 1, got {args.train_images}")
     from surrogate_nas.config import resolve_paths
+    from surrogate_nas.model import ARCHITECTURES
     from surrogate_nas.training_job import train_and_save
 
+    if args.arch not in ARCHITECTURES:
+        raise UserError(f"--arch: expected one of {', '.join(ARCHITECTURES)}, got {args.arch!r}")
     paths = resolve_paths(data=args.data, cache=args.cache, model=args.model)
-    model_path = Path(paths.model or "models/alexnet_cifar10.keras")
+    if args.arch != "alexnet" and args.model is None:
+        model_path = Path(f"models/{args.arch}_cifar10.keras")  # the configured model is the AlexNet
+    else:
+        model_path = Path(paths.model or "models/alexnet_cifar10.keras")
     card = train_and_save(
         model_path,
         data_path=paths.data,
@@ -43,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         train_images=args.train_images,
+        arch=args.arch,
     )
     print(
         f"saved {model_path}: float test accuracy {card['float_test_accuracy']:.4f}, "

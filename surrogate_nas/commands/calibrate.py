@@ -1,0 +1,31 @@
+"""`python -m surrogate_nas calibrate --model M.keras`: write the model's card (any Keras CNN)."""
+
+from __future__ import annotations
+
+import argparse
+
+from surrogate_nas.session import add_path_flags
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="measure a model's card: input ranges, code histograms, MACs, accuracies",
+                       description="Calibrate any Keras CNN (.keras file) on the training split of --data and "
+                                   "write its card (M.json next to M.keras); evaluate and run use it.")
+    p.add_argument("--seed", type=int, default=0, help="seed of the 2,000 calibration images (default 0)")
+    add_path_flags(p, catalog=False)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from surrogate_nas.calibrate import calibrate_model, format_card
+    from surrogate_nas.errors import UserError
+    from surrogate_nas.session import ensure_model, load_data_from, paths_from_args
+
+    if args.seed < 0:
+        raise UserError(f"--seed: must be >= 0, got {args.seed}")
+    paths = paths_from_args(args)
+    model_path = ensure_model(paths)
+    card = calibrate_model(model_path, load_data_from(paths), seed=args.seed)
+    print(format_card(model_path, card))
+    print(f"wrote {model_path.with_suffix('.json')} ({card['calibration_seconds']:.0f} s)")
+    return 0
