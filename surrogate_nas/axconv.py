@@ -784,7 +784,7 @@ class AxDense(AxConv2D):
         """A built AxDense carrying a trained Dense's weights."""
         layer = cls(dense.units, activation=keras.activations.serialize(dense.activation), use_bias=dense.use_bias,
                     name=kwargs.pop("name", dense.name), **kwargs)
-        layer.build(dense.input.shape)
+        layer.build((None, int(dense.kernel.shape[0])))
         layer.kernel.assign(np.asarray(dense.kernel).reshape(layer.kernel.shape))
         if dense.use_bias:
             layer.bias.assign(dense.bias)
