@@ -157,6 +157,33 @@ class Context:
         self.cache.register_fingerprint(self.evaluator.fingerprint, self.evaluator.description)
         self.exact_index = self.catalog.index(self.catalog.exact.name)
 
+    @classmethod
+    def create(cls, model=None, data=None, catalog=None, cache=None, search_images: int = 2000,
+               test_images: int | None = None, compensation: str = "auto", approximate: str = "conv",
+               quiet: bool = True, seed: int = 0) -> "Context":
+        """The Python API's entry point: what `run` loads, from paths given here (None: from
+        the environment or surrogate_nas.toml, as the CLI does). A model without a card
+        is calibrated first."""
+        from surrogate_nas.compensation import check_method
+        from surrogate_nas.config import resolve_paths
+        from surrogate_nas.model import check_approximate
+
+        check_method(compensation, "compensation")
+        check_approximate(approximate, "approximate")
+        paths = resolve_paths(multipliers=catalog, data=data, cache=cache, model=model)
+        return cls(paths, search_images, test_images, seed=seed, quiet=quiet, compensation=compensation,
+                   approximate=approximate)
+
+    def search(self, budget: int = 300, mode: str = "surrogate", out="experiments/runs", run_id: str | None = None,
+               **settings) -> "RunResult":
+        """`run`: NSGA-II (surrogate-assisted by default) with this context's images,
+        compensation and layers; `settings` are further `SearchConfig` fields (pop_size,
+        seed, ...). Returns the RunResult (its `front`, `rescored`, `run_dir`)."""
+        search_images, test_images = len(self.evaluator.image_set.labels), self._rescore_args["test"][0]
+        config = SearchConfig(mode=mode, budget=budget, search_images=search_images, test_images=test_images,
+                              compensation=self.compensation, approximate=self.approximate, **settings)
+        return execute(self, config, Path(out), run_id=run_id)
+
     def _evaluator(self, split: str, n_images: int | None, seed: int):
         from surrogate_nas.evaluate import Evaluator
 
