@@ -18,20 +18,22 @@ import numpy as np
 from tqdm import tqdm
 
 from surrogate_nas.cache import EvalCache, default_cache_file
-from surrogate_nas.compensation import CHOICES
+from surrogate_nas.compensation import METHODS
 from surrogate_nas.config import resolve_paths
 from surrogate_nas.evaluate import Evaluator
 from surrogate_nas.report import plt
 from surrogate_nas.session import ensure_model, load_catalog_from, load_data_from
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--methods", default=",".join(CHOICES))
+    parser.add_argument("--methods", default=",".join(METHODS + ("auto",)))
+    parser.add_argument("--out", default=str(HERE), help="folder for ablation.csv/.md/.png")
     args = parser.parse_args()
+    out = Path(args.out)
     paths = resolve_paths()
     catalog = load_catalog_from(paths)
     data = load_data_from(paths)
@@ -53,7 +55,7 @@ def main() -> None:
                 record = cache.put(ev.fingerprint, genome, s.accuracy, s.energy, s.n_images, s.seconds, "ablation")
             rows.append({"circuit": entry.name, "method": method, "layers": ";".join(ev.design_labels(genome)),
                          "energy": ev.energy(genome), "accuracy": record.accuracy})
-    with open(HERE / "ablation.csv", "w", newline="") as fh:
+    with open(out / "ablation.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -71,7 +73,7 @@ def main() -> None:
     for m in methods:
         accs = np.array([table[(c, m)] for c in order])
         lines.append(f"\n{m}: {int(np.sum(accs >= 0.80))} circuits >= 80 %, {int(np.sum(accs <= 0.15))} near chance (<= 15 %)")
-    (HERE / "ablation.md").write_text("\n".join(lines) + "\n")
+    (out / "ablation.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, m in enumerate(methods):
         ax.plot([energy[c] for c in order], [table[(c, m)] for c in order], marker="o", ms=3, lw=0.8, label=m, c=f"C{i}")
@@ -81,7 +83,7 @@ def main() -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(HERE / "ablation.png", dpi=120)
+    fig.savefig(out / "ablation.png", dpi=120)
 
 
 if __name__ == "__main__":
