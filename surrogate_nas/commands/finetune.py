@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-images", type=int, default=None, help="test images for re-scoring (default: all)")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/finetune)")
+    p.add_argument("--report-only", action="store_true", help="rewrite finetune.json/.png from finetune.csv, no training")
     add_path_flags(p)
     p.set_defaults(func=run)
 
@@ -49,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--points: expected non-negative tolerances in pp, got {args.points!r}")
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "finetune"
+    if args.report_only:
+        from surrogate_nas.finetune import report_only
+        from surrogate_nas.session import load_catalog_from
+
+        results, summary = report_only(run_dir, out, load_catalog_from(paths_from_args(args)))
+        print(format_results(results, summary))
+        return 0
     results, summary = finetune_run(
         paths_from_args(args), run_dir, out, tolerances=tolerances, genome=args.genome,
         compensation=args.compensation, epochs=args.epochs, train_images=args.train_images or None,
