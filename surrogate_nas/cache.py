@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import sqlite3
@@ -75,8 +76,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"fingerprint description part of type {type(obj).__name__} is not JSON-serialisable")
 
 
+def fingerprint(parts) -> str:
+    """The one fingerprint recipe: sha256 of the sorted-key JSON text of `parts` (an
+    evaluator's description, the auto rule's key, the rule itself). Its text form is
+    frozen: cached evaluations are found by it."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def canonical_json(parts: dict) -> str:
-    """Same dict content -> same text, whatever the key order."""
+    """Same dict content -> same text, whatever the key order (how a description is stored)."""
     return json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False, default=_json_default)
 

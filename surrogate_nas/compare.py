@@ -144,7 +144,7 @@ def evaluations_to_reach(runs: list[MethodRun], method: str, target: float) -> f
 
 
 def plot_comparison(out_dir: Path, runs: list[MethodRun]) -> None:
-    from surrogate_nas.report import plt
+    from surrogate_nas.report import draw_front, plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, key in enumerate(dict.fromkeys((r.method, r.budget) for r in runs)):
@@ -167,8 +167,7 @@ def plot_comparison(out_dir: Path, runs: list[MethodRun]) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, key in enumerate(dict.fromkeys((r.method, r.budget) for r in runs)):
         first = next(r for r in runs if (r.method, r.budget) == key)
-        ax.step([e.energy for e in first.front], [e.accuracy for e in first.front], where="post", c=f"C{i}",
-                label=f"{key[0]} ({key[1]}), seed {first.seed}", marker="o", ms=3)
+        draw_front(ax, first.front, f"{key[0]} ({key[1]}), seed {first.seed}", f"C{i}", marker_size=9)
     ax.set_xlabel("relative multiplication energy")
     ax.set_ylabel("top-1 accuracy (search set)")
     ax.set_title("Pareto fronts (first seed of each method)")

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from surrogate_nas.errors import UserError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-SPLITS = ("train", "test")
+SOURCE_SPLITS = ("train", "test")  # the folders of a dataset (scored splits: evaluate.SCORED_SPLITS)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 OFFICIAL_DIR = "cifar-10-batches-py"
 OFFICIAL_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
@@ -292,7 +292,7 @@ def _detect_folder(path: Path) -> tuple[str, Path]:
     if len(subdirs) == 1:
         candidates.append(subdirs[0])
     for root in candidates:
-        if any((root / split).is_dir() for split in SPLITS):
+        if any((root / split).is_dir() for split in SOURCE_SPLITS):
             return "images", root
     raise UserError(
         f"{path}: no data found (expected CIFAR-10's {OFFICIAL_DIR}/ batch files or train/ and test/ class folders)"
@@ -307,7 +307,7 @@ def _folder_files(kind: str, root: Path) -> list[str]:
             raise UserError(f"{root}: official CIFAR-10 batch file(s) missing: {', '.join(missing)}")
         return list(OFFICIAL_FILES)
     listing: dict[str, dict[str, list[str]]] = {}
-    for split in SPLITS:
+    for split in SOURCE_SPLITS:
         if not (root / split).is_dir():
             continue
         listing[split] = {}
@@ -323,16 +323,16 @@ def _folder_files(kind: str, root: Path) -> list[str]:
                 if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
             ]
     classes = _check_layout(root, listing)
-    return [f"{split}/{cls}/{name}" for split in SPLITS for cls in classes for name in sorted(listing[split][cls])]
+    return [f"{split}/{cls}/{name}" for split in SOURCE_SPLITS for cls in classes for name in sorted(listing[split][cls])]
 
 
 def _check_layout(where: Path | str, listing: dict[str, dict[str, list[str]]]) -> tuple[str, ...]:
     """The classes (sorted folder names): train/ and test/ must hold the same class folders,
     at least two, none empty."""
-    for split in SPLITS:
+    for split in SOURCE_SPLITS:
         if split not in listing:
             raise UserError(f"{where}: no {split}/ folder (expected train/<class>/ and test/<class>/)")
-    found = {split: set(listing[split]) for split in SPLITS}
+    found = {split: set(listing[split]) for split in SOURCE_SPLITS}
     if found["train"] != found["test"]:
         differences = "; ".join(f"{split}/ lacks {', '.join(sorted(found[other] - found[split]))}"
                                 for split, other in (("train", "test"), ("test", "train")) if found[other] - found[split])
@@ -342,7 +342,7 @@ def _check_layout(where: Path | str, listing: dict[str, dict[str, list[str]]]) -
     classes = tuple(sorted(found["train"]))
     if len(classes) < 2:
         raise UserError(f"{where}: train/ holds {len(classes)} class folder(s); a classifier needs at least 2")
-    for split in SPLITS:
+    for split in SOURCE_SPLITS:
         empty = [c for c in classes if not listing[split][c]]
         if empty:
             raise UserError(f"{where}: {split}/ class folder(s) without images: {', '.join(empty)}")
@@ -351,7 +351,7 @@ def _check_layout(where: Path | str, listing: dict[str, dict[str, list[str]]]) -
 
 def _read_image_folder(root: Path, files: list[str], progress: bool):
     classes = tuple(sorted({rel.split("/")[1] for rel in files}))
-    images, labels, wheres = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
+    images, labels, wheres = {s: [] for s in SOURCE_SPLITS}, {s: [] for s in SOURCE_SPLITS}, {s: [] for s in SOURCE_SPLITS}
     for rel in tqdm(files, desc="decoding images", unit="img", disable=(not progress) or None):
         split, cls, _ = rel.split("/")
         try:
@@ -388,7 +388,7 @@ def _read_archive(path: Path, progress: bool):
                 if member.isfile() and parts[-1] in OFFICIAL_FILES and len(parts) <= 2:
                     batches[parts[-1]] = _member_bytes(tar, member)
                     continue
-                offset = 0 if parts[0] in SPLITS else 1 if len(parts) > 1 and parts[1] in SPLITS else None
+                offset = 0 if parts[0] in SOURCE_SPLITS else 1 if len(parts) > 1 and parts[1] in SOURCE_SPLITS else None
                 if offset is None:
                     continue
                 tops.add("/".join(parts[:offset]))
@@ -427,8 +427,8 @@ def _read_archive(path: Path, progress: bool):
     for split, cls, name in images:
         listing[split][cls].append(name)
     classes = _check_layout(path, listing)
-    keys = sorted(images, key=lambda k: (SPLITS.index(k[0]), classes.index(k[1]), k[2]))
-    stacked_images, labels, wheres = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
+    keys = sorted(images, key=lambda k: (SOURCE_SPLITS.index(k[0]), classes.index(k[1]), k[2]))
+    stacked_images, labels, wheres = {s: [] for s in SOURCE_SPLITS}, {s: [] for s in SOURCE_SPLITS}, {s: [] for s in SOURCE_SPLITS}
     top = "/".join(p for p in tops if p)
     for split, cls, name in keys:
         stacked_images[split].append(images[(split, cls, name)])
@@ -480,7 +480,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _read_official(batches: list[tuple[str, Callable[[], bytes]]]):
     """Decode (where, read_bytes) pairs in OFFICIAL_FILES order into train/test arrays."""
-    images, labels = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
+    images, labels = {s: [] for s in SOURCE_SPLITS}, {s: [] for s in SOURCE_SPLITS}
     for where, read in batches:
         try:
             d = _ArrayUnpickler(io.BytesIO(read()), encoding="bytes").load()
@@ -498,7 +498,7 @@ def _read_official(batches: list[tuple[str, Callable[[], bytes]]]):
         images[split].append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels[split].append(y)
     out = []
-    for split in SPLITS:
+    for split in SOURCE_SPLITS:
         out += [np.ascontiguousarray(np.concatenate(images[split])), np.concatenate(labels[split]).astype(np.uint8)]
     return out, KIND_OFFICIAL
 
@@ -507,20 +507,20 @@ def _stack(images: dict[str, list], labels: dict[str, list], wheres: dict[str, l
     """Train and test arrays. Every image must have the size most of them have (the first
     that does not is named); grayscale images join colour ones as grey RGB."""
     sizes: dict[tuple[int, int], int] = {}
-    for split in SPLITS:
+    for split in SOURCE_SPLITS:
         for img in images[split]:
             sizes[img.shape[:2]] = sizes.get(img.shape[:2], 0) + 1
     if len(sizes) > 1:
         size = max(sizes, key=sizes.get)
-        for split in SPLITS:
+        for split in SOURCE_SPLITS:
             for i, img in enumerate(images[split]):
                 if img.shape[:2] != size:
                     where = wheres[split][i] if wheres else f"{split} image {i}"
                     raise UserError(f"{where}: image is {img.shape[1]}x{img.shape[0]}, expected {size[1]}x{size[0]} "
                                     "(the size of the other images)")
-    colour = any(img.shape[2] == 3 for split in SPLITS for img in images[split])
+    colour = any(img.shape[2] == 3 for split in SOURCE_SPLITS for img in images[split])
     out = []
-    for split in SPLITS:
+    for split in SOURCE_SPLITS:
         stack = [np.repeat(img, 3, axis=2) if colour and img.shape[2] == 1 else img for img in images[split]]
         y = np.asarray(labels[split], dtype=np.int64)
         out += [np.stack(stack), y.astype(np.uint8) if y.size == 0 or y.max() < 256 else y]

@@ -11,7 +11,6 @@ keyed by everything it depends on, so it is measured once per model and catalog.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from surrogate_nas import compensation as comp
+from surrogate_nas.cache import fingerprint
 from surrogate_nas.errors import UserError
 
 RULE_IMAGES = 512  # calibration images scored per candidate by the auto rule
@@ -132,7 +132,7 @@ class LayerDesigns:
                  "images": images_digest, "candidates": comp.AUTO_CANDIDATES}
         if layers is not None:
             parts["layers"] = list(layers)
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        return fingerprint(parts)
 
     def choose(self, loss_fn, set_layer, key: str, store: Path | None, quiet: bool = False) -> None:
         """Fill the auto rule: `set_layer(layer, circuit, compensation)` puts one design in

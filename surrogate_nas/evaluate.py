@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from surrogate_nas.cache import fingerprint
 from surrogate_nas.errors import UserError
 
 EVAL_BATCH = 500
@@ -28,7 +28,8 @@ def top1(predict, images: np.ndarray, labels: np.ndarray, batch_size: int = EVAL
     return correct / max(1, len(images))
 
 
-SPLITS = ("validation", "test")
+SCORED_SPLITS = ("validation", "test")  # what a genome is scored on (the data's folders: data.SOURCE_SPLITS)
+SPLITS = SCORED_SPLITS  # the former name
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -65,8 +66,8 @@ def select_images(splits, data_sha256: str, split: str = "validation", n_images:
     """The search set (a stratified validation subset) or a test subset/the full test set."""
     from surrogate_nas.data import search_subset
 
-    if split not in SPLITS:
-        raise UserError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in SCORED_SPLITS:
+        raise UserError(f"--split: expected one of {', '.join(SCORED_SPLITS)}, got {split!r}")
     x, y = (splits.x_val, splits.y_val) if split == "validation" else (splits.x_test, splits.y_test)
     if n_images is None or n_images == len(y):
         idx = np.arange(len(y))
@@ -178,7 +179,7 @@ class Evaluator:
         if approximate != "conv":  # absent for conv-only twins: their fingerprints predate the option
             self.description["approximate"] = approximate
         self.designs = self._designs(compensation, calibration, rule_store, quiet)
-        self.fingerprint = hashlib.sha256(json.dumps(self.description, sort_keys=True).encode()).hexdigest()
+        self.fingerprint = fingerprint(self.description)
 
     def _designs(self, method: str, calibration: ImageSet | None, rule_store, quiet: bool):
         from surrogate_nas.designs import RULE_IMAGES, LayerDesigns, channel_code_histograms
@@ -209,7 +210,7 @@ class Evaluator:
             key = designs.rule_key(self.description["model_weights_sha256"], _digest(rule_x, rule_y),
                                    None if self.approximate == "conv" else self.layer_names)
             designs.choose(loss, set_layer, key, rule_store, quiet)
-            self.description["compensation"]["rule"] = hashlib.sha256(json.dumps(designs.rule).encode()).hexdigest()
+            self.description["compensation"]["rule"] = fingerprint(designs.rule)
         self._current = [None] * len(self.layers)
         return designs
 

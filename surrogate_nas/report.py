@@ -106,11 +106,18 @@ def write_report(path: Path, front, catalog, header: str, rescored: dict | None 
     path.write_text("\n".join(lines))
 
 
+def draw_front(ax, front, label: str | None = None, color: str = "C0", marker_size: float = 22, **step) -> None:
+    """One Pareto front (points with .energy and .accuracy, by energy) as a staircase with
+    its points: how every front plot of the package draws one."""
+    energies, accuracies = [e.energy for e in front], [e.accuracy for e in front]
+    ax.step(energies, accuracies, where="post", c=color, lw=step.pop("lw", 1), **step)
+    ax.scatter(energies, accuracies, s=marker_size, c=color, label=label, zorder=3)
+
+
 def plot_front(path: Path, evaluations, front, exact_genome, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([e.energy for e in evaluations], [e.accuracy for e in evaluations], s=10, c="0.7", label="evaluated")
-    ax.step([e.energy for e in front], [e.accuracy for e in front], where="post", c="C0", lw=1)
-    ax.scatter([e.energy for e in front], [e.accuracy for e in front], s=22, c="C0", label="Pareto front")
+    draw_front(ax, front, "Pareto front")
     exact = [e for e in evaluations if e.genome == tuple(exact_genome)]
     if exact:
         ax.scatter([exact[0].energy], [exact[0].accuracy], marker="*", s=150, c="C3", label="all exact", zorder=5)

@@ -112,15 +112,14 @@ def run_studies(make_context, paths: list[Path], out_dir: Path, overrides: dict)
 
 
 def plot_study_fronts(out_dir: Path, results: dict) -> None:
-    from surrogate_nas.report import plt
+    from surrogate_nas.report import draw_front, plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, mode in zip(axes, ("full", "surrogate")):
         for i, ((name, m), result) in enumerate(results.items()):
             if m != mode:
                 continue
-            ax.step([e.energy for e in result.front], [e.accuracy for e in result.front], where="post",
-                    marker="o", ms=3, c=f"C{i // 2}", label=name)
+            draw_front(ax, result.front, name, f"C{i // 2}", marker_size=9)
         ax.set_title(f"{mode} mode: Pareto fronts (search set)")
         ax.set_xlabel("relative multiplication energy")
         ax.grid(alpha=0.3)

@@ -30,14 +30,14 @@ def run(args: argparse.Namespace) -> int:
 
     from surrogate_nas.compensation import check_method
     from surrogate_nas.errors import UserError
-    from surrogate_nas.evaluate import SPLITS, Evaluator
+    from surrogate_nas.evaluate import SCORED_SPLITS, Evaluator
     from surrogate_nas.genome import format_layers, genome_names, parse_genome
     from surrogate_nas.model import approximable_layers, check_approximate
     from surrogate_nas.modelcard import load_model
     from surrogate_nas.session import ensure_card, ensure_model, load_catalog_from, load_data_from, paths_from_args
 
-    if args.split not in SPLITS:
-        raise UserError(f"--split: expected one of {', '.join(SPLITS)}, got {args.split!r}")
+    if args.split not in SCORED_SPLITS:
+        raise UserError(f"--split: expected one of {', '.join(SCORED_SPLITS)}, got {args.split!r}")
     check_method(args.compensation)
     check_approximate(args.approximate)
     if args.images is not None and args.images < 1:
