@@ -67,6 +67,7 @@ DESCRIPTION_WORDS = {
     "catalog": "multiplier catalog",
     "emulation": "emulation",
     "compensation": "error compensation",
+    "approximate": "approximated layers",
 }
 
 

@@ -432,6 +432,17 @@ def test_residual3_evaluate_calibrates_then_run_and_export(cli, nets, tmp_path):
     assert card["layer_names"] == ["stem", "res_a", "res_b", "logits"]
     assert f"Accuracy: {card['int8_exact_val_accuracy']:.4f} (validation, 30 images)" in r.out
     _run_both_modes_and_export(cli, nets, "residual3", 3, tmp_path)
+    # conv+dense: the dense layer is the 4th gene
+    r = cli("run", "--mode", "full", "--budget", "6", "--pop-size", "4", "--search-images", "30", "--no-test",
+            "--compensation", "none", "--approximate", "conv+dense", "--out", tmp_path / "runs", "--run-id", "cd",
+            **flags(nets, "residual3"))
+    assert r.rc == 0, r.err
+    evaluations = read_csv(tmp_path / "runs" / "cd" / "evaluations.csv")
+    assert all(len(e["genome_indices"].split(",")) == 4 and e["layers"] == "stem;res_a;res_b;logits" for e in evaluations)
+    report = (tmp_path / "runs" / "cd" / "report.txt").read_text()
+    assert "DenseLayer 4: " in report and report.count("[logits]") == report.count("# Pareto point")
+    config = json.loads((tmp_path / "runs" / "cd" / "config.json").read_text())
+    assert config["search"]["approximate"] == "conv+dense" and config["evaluator"]["approximate"] == "conv+dense"
 
 
 def test_ten_convs_calibrate_evaluate_run_export(cli, nets, tmp_path):
