@@ -459,6 +459,10 @@ def test_ten_convs_calibrate_evaluate_run_export(cli, nets, tmp_path):
         assert 0 <= card[key] <= 1
     assert card["float_test_accuracy"] > 0.4  # learned something (chance: 0.2)
     assert f"{sum(MACS10.values()):,} MACs per image" in r.out
+    again = cli("calibrate", "--model", net["path"], "--data", net["data"], "--cache", nets["cache"], paths=False)
+    assert again.rc == 2 and again.err_lines == [f"error: {net['path'].with_suffix('.json')}: the card of {net['path']} "
+                                                 "is current; pass --force to measure it again (evaluations cached "
+                                                 "under the old card are then not reused)"]
 
     # all-exact on all 20 validation images = the card's 8-bit validation accuracy
     doc = _evaluate_json(cli, nets, ",".join(["exact"] * 10))

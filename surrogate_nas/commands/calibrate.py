@@ -12,6 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Calibrate any Keras CNN (.keras file) on the training split of --data and "
                                    "write its card (M.json next to M.keras); evaluate and run use it.")
     p.add_argument("--seed", type=int, default=0, help="seed of the 2,000 calibration images (default 0)")
+    p.add_argument("--force", action="store_true",
+                   help="re-measure a card that is current (its ranges may move in the last bits, which changes "
+                        "the evaluation fingerprint: cached accuracies are then not reused)")
     add_path_flags(p, catalog=False)
     p.set_defaults(func=run)
 
@@ -25,6 +28,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seed: must be >= 0, got {args.seed}")
     paths = paths_from_args(args)
     model_path = ensure_model(paths)
+    card_file = model_path.with_suffix(".json")
+    if card_file.is_file() and not args.force:
+        import hashlib
+        import json
+
+        try:
+            current = json.loads(card_file.read_text()).get("weights_sha256")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            current = None
+        if current == hashlib.sha256(model_path.read_bytes()).hexdigest():
+            raise UserError(f"{card_file}: the card of {model_path} is current; pass --force to measure it again "
+                            "(evaluations cached under the old card are then not reused)")
     card = calibrate_model(model_path, load_data_from(paths), seed=args.seed)
     print(format_card(model_path, card))
     print(f"wrote {model_path.with_suffix('.json')} ({card['calibration_seconds']:.0f} s)")
