@@ -129,9 +129,15 @@ def choose_refit(evaluator, genome, methods: list[str], calibration) -> bool:
 
 def save_design(evaluator, path: Path, card: dict) -> Path:
     """The fine-tuned approximate network (tables and compensation inside) and its card."""
+    import keras
+
+    import surrogate_nas.axconv  # noqa: F401  (AxConv2D must be registered to load)
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.keras")
     evaluator.model.save(tmp)
+    # saved once more uncompiled: the optimizer's state is not part of a design (3x smaller)
+    keras.models.load_model(tmp, compile=False).save(tmp)
     tmp.replace(path)
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return path
@@ -206,7 +212,7 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
         result = FinetuneResult(g, ev.design_labels(g), ev.energy(g), before[0], before[1], after[0], after[1], epochs,
                                 len(training_subset(splits.y_train, train_images, seed)), seconds, per_epoch, refit)
         path = out / f"design-{k}.keras"
-        result.model_path = str(path)
+        result.model_path = path.name  # next to finetune.csv
         save_design(ev, path, {"source_run": str(run_dir), "model": str(model_path), "weights_sha256": card.get("weights_sha256"),
                                "lr": lr, "seed": seed, **result.row(genome_names(g, catalog))})
         results.append(result)

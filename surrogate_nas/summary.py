@@ -24,7 +24,8 @@ def choose_within(points: list[dict], exact: dict, tolerance_pp: float) -> dict 
     ok = [p for p in points if 100 * (exact["validation_accuracy"] - p["validation_accuracy"]) <= tolerance_pp + 1e-9]
     if not ok:
         return None
-    best = max(ok, key=lambda p: (1 - p["energy"], p["validation_accuracy"]))
+    # energies come from CSVs with 6 decimals and from memory: compare them at that precision
+    best = max(ok, key=lambda p: (round(1 - p["energy"], 6), p["validation_accuracy"]))
     return {
         "tolerance_pp": tolerance_pp,
         "genome": best["genome"],

@@ -56,7 +56,7 @@ def test_saved_design_reproduces_reported_accuracy(finetuned, project):
 
     _, run = finetuned
     row = read_csv(run / "finetune" / "finetune.csv")[0]
-    model = keras.models.load_model(row["model_path"], compile=False)
+    model = keras.models.load_model(run / "finetune" / row["model_path"], compile=False)
     splits = make_splits(load_cifar10(project.data, cache_dir=project.cache), seed=0)
     logits = model(splits.x_val.astype(np.float32), training=False).numpy()
     assert np.mean(np.argmax(logits, axis=1) == splits.y_val) == pytest.approx(float(row["validation_after"]), abs=1e-12)
@@ -75,3 +75,20 @@ def test_run_finetune_top_adds_after_finetuning_to_summary(cli, tmp_path):
     rows = read_csv(tmp_path / "runs" / "t" / "finetune" / "finetune.csv")
     assert len(rows) == 1
     assert rows[0]["genome_indices"] == ",".join(map(str, summary["chosen"]["0.5pp"]["genome_indices"]))
+
+
+def test_untuned_points_stay_candidates_of_the_validation_choice(tmp_path, catalog):
+    from surrogate_nas.finetune import FinetuneResult, write_results
+
+    exact = {"validation_accuracy": 0.80, "test_accuracy": 0.80}
+    front = [{"genome": "a", "genome_indices": (0, 0, 0, 0, 0), "compensation": "", "energy": 0.7,
+              "validation_accuracy": 0.798, "test_accuracy": 0.79}]
+    hurt = FinetuneResult((0, 0, 0, 0, 0), ["none"] * 5, 0.7, 0.798, 0.79, 0.780, 0.78, 1, 64, 1.0, 1.0, True)
+    helped = FinetuneResult((2, 2, 2, 2, 2), ["bias"] * 5, 0.4, 0.60, 0.61, 0.797, 0.70, 1, 64, 1.0, 1.0, False)
+    doc = write_results(tmp_path, [hurt, helped], catalog, {"exact": exact, "front": front})
+    half = doc["chosen_after_finetuning"]["0.5pp"]
+    # the fine-tuned cheap design is within 0.5 pp on validation: chosen, its test loss reported
+    assert half["finetuned"] is True and half["energy"] == 0.4 and half["test_loss_pp"] == pytest.approx(10.0)
+    doc = write_results(tmp_path, [hurt], catalog, {"exact": exact, "front": front})
+    # fine-tuning made this design worse on validation: its un-tuned version is chosen
+    assert doc["chosen_after_finetuning"]["0.5pp"]["finetuned"] is False
