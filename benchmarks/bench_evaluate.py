@@ -3,13 +3,14 @@
 Float model, all-exact-table model, and random genomes; median over the random ones;
 peak RSS. Uses the configured model, catalog and data (surrogate_nas.toml / flags).
 
-    python benchmarks/bench_evaluate.py [--genomes 10] [--images 2000] [--seed 0]
+    python benchmarks/bench_evaluate.py [--genomes 10] [--images 2000] [--seed 0] [--compensation none]
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+from pathlib import Path
 import statistics
 import time
 
@@ -27,10 +28,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model")
+    parser.add_argument("--compensation", default="none", help="none (default), bias, tune, tune+bias, auto, ...")
     args = parser.parse_args()
     paths = resolve_paths(model=args.model)
-    catalog = load_catalog_from(paths)
-    evaluator = Evaluator.from_paths(ensure_model(paths), catalog, load_data_from(paths), "validation", args.images)
+    catalog = load_catalog_from(paths, args.compensation)
+    evaluator = Evaluator.from_paths(ensure_model(paths), catalog, load_data_from(paths), "validation", args.images,
+                                     compensation=args.compensation, rule_store=Path(paths.cache))
     images, labels = evaluator._images, evaluator.image_set.labels
 
     import keras
