@@ -20,7 +20,7 @@ import numpy as np
 from surrogate_nas.config import resolve_paths
 from surrogate_nas.data import make_splits
 from surrogate_nas.evaluate import Evaluator, calibration_set, select_images
-from surrogate_nas.finetune import BATCH, finetune_design, training_subset
+from surrogate_nas.finetune import BATCH, DEFAULT_LR, finetune_design, training_subset
 from surrogate_nas.genome import parse_genome
 from surrogate_nas.modelcard import read_card
 from surrogate_nas.session import ensure_model, load_catalog_from, load_data_from
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--compensation", default="bias")
     parser.add_argument("--subsets", default="20000,45000", help="training images per epoch, comma-separated")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"Adam learning rate (default {DEFAULT_LR})")
     args = parser.parse_args()
     paths = resolve_paths()
     catalog = load_catalog_from(paths)
@@ -56,7 +57,7 @@ def main() -> None:
     validation = select_images(splits, data.source_hash, "validation", None)
     genome = parse_genome(args.genome, catalog)
     float_model = keras.models.load_model(model_path, compile=False)
-    print(f"design {args.genome} ({args.compensation}), {args.epochs} epochs, Adam, validation = all "
+    print(f"design {args.genome} ({args.compensation}), {args.epochs} epochs, Adam lr {args.lr}, validation = all "
           f"{len(validation.labels)} images")
     for n in [int(v) for v in args.subsets.split(",")]:
         idx = training_subset(splits.y_train, n, 0)
@@ -64,7 +65,7 @@ def main() -> None:
         ev = Evaluator(float_model, card, catalog, validation, compensation=args.compensation, calibration=calibration,
                        rule_store=Path(paths.cache))
         before = ev.accuracy(genome)
-        seconds, per_epoch, refit = finetune_design(ev, genome, splits, calibration, epochs=args.epochs,
+        seconds, per_epoch, refit = finetune_design(ev, genome, splits, calibration, epochs=args.epochs, lr=args.lr,
                                                     train_images=n, verbose=0)
         after = ev.accuracy(genome)
         print(f"train images {len(idx)}: {per_epoch:.0f} s per epoch = {per_epoch / base:.1f} float-model epochs "
