@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_EPOCHS = 2
-DEFAULT_LR = 2e-4
+DEFAULT_LR = 1e-4
 DEFAULT_TRAIN_IMAGES = 20000
 BATCH = 128
 
