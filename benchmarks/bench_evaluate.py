@@ -34,7 +34,7 @@ def main() -> None:
     catalog = load_catalog_from(paths, args.compensation)
     evaluator = Evaluator.from_paths(ensure_model(paths), catalog, load_data_from(paths), "validation", args.images,
                                      compensation=args.compensation, rule_store=Path(paths.cache))
-    images, labels = evaluator._images, evaluator.image_set.labels
+    images, labels = evaluator.image_set.images.astype(np.float32), evaluator.image_set.labels
 
     import keras
 

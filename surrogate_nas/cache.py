@@ -25,12 +25,12 @@ from typing import Any, Iterable, Iterator
 from surrogate_nas.errors import UserError
 from surrogate_nas.genome import genome_from_key, genome_key  # noqa: F401  (genome_key: also the former home)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: below_floor (early-stopped evaluations); version-1 files are upgraded in place
 CACHE_FILE_NAME = "evaluations.sqlite"
 BUSY_TIMEOUT_S = 60.0
 _CHUNK = 500  # genomes per IN (...) query; well under SQLite's oldest variable limit (999)
 _OUR_TABLES = {"evaluations", "fingerprints", "hits"}
-CSV_COLUMNS = ("fingerprint", "genome", "accuracy", "energy", "n_images", "seconds", "created_at", "run_id")
+CSV_COLUMNS = ("fingerprint", "genome", "accuracy", "energy", "n_images", "seconds", "created_at", "run_id", "below_floor")
 
 # Connections inherited through fork are parked here instead of being closed: closing
 # them in the child could disturb the parent's locks and WAL state.
@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     seconds     REAL,
     created_at  TEXT NOT NULL,
     run_id      TEXT,
+    below_floor REAL,  -- NULL when every image was scored, else an early stop showed accuracy < this
     PRIMARY KEY (fingerprint, genome)
 );
 CREATE TABLE IF NOT EXISTS fingerprints (
@@ -103,6 +104,12 @@ class Record:
     seconds: float | None
     created_at: str
     run_id: str | None
+    below_floor: float | None = None  # early-stopped: accuracy is partial (n_images scored)
+
+    def answers(self, floor: float | None) -> bool:
+        """Does this row settle a genome for a search with this accuracy floor? A stop below
+        a floor says nothing about designs above a lower floor (or with no floor)."""
+        return self.below_floor is None or (floor is not None and self.below_floor <= floor)
 
 
 _COLS = ", ".join(CSV_COLUMNS)
@@ -222,7 +229,9 @@ class EvalCache:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version == 1:
+                conn.execute("ALTER TABLE evaluations ADD COLUMN below_floor REAL")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -278,17 +287,23 @@ class EvalCache:
         return out
 
     def put(self, fp: str, genome: Iterable[int], accuracy: float, energy: float | None,
-            n_images: int | None, seconds: float | None, run_id: str | None) -> Record:
-        """Commit one evaluation now and return the stored row (the first writer's, if any)."""
+            n_images: int | None, seconds: float | None, run_id: str | None,
+            below_floor: float | None = None) -> Record:
+        """Commit one evaluation now and return the stored row. The first writer wins, except
+        that a row settling more replaces an early-stopped one: a complete evaluation, or a
+        stop below a lower floor."""
         key = genome_key(genome)
         values = (fp, key, float(accuracy), None if energy is None else float(energy),
                   None if n_images is None else int(n_images), None if seconds is None else float(seconds),
-                  _now(), run_id)
+                  _now(), run_id, None if below_floor is None else float(below_floor))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in CSV_COLUMNS[2:])
         with self._db() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(f"INSERT INTO evaluations ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                             "ON CONFLICT (fingerprint, genome) DO NOTHING", values)
+                conn.execute(f"INSERT INTO evaluations ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                             f"ON CONFLICT (fingerprint, genome) DO UPDATE SET {updates} "
+                             "WHERE evaluations.below_floor IS NOT NULL AND (excluded.below_floor IS NULL "
+                             "OR excluded.below_floor < evaluations.below_floor)", values)
                 row = conn.execute(f"SELECT {_COLS} FROM evaluations WHERE fingerprint = ? AND genome = ?",
                                    (fp, key)).fetchone()
                 conn.execute("COMMIT")

@@ -13,9 +13,10 @@ from tqdm import tqdm
 
 from surrogate_nas.errors import UserError
 from surrogate_nas.report import write_table
-from surrogate_nas.search import HV_REFERENCE, BudgetExhausted, SearchConfig, TrueEvaluations, hypervolume
+from surrogate_nas.search import BudgetExhausted, SearchConfig, TrueEvaluations, hypervolume
 
-METHODS = ("surrogate", "full", "random", "optuna")
+# "full-seeded": full mode started from surrogate mode's seed set (the seeding ablation)
+METHODS = ("surrogate", "full", "full-seeded", "random", "optuna")
 CHECKPOINTS = (100, 200, 300)
 
 
@@ -31,50 +32,56 @@ class MethodRun:
     computed: int
 
 
-def _baseline_truth(ctx, method: str, seed: int, budget: int, tag: str) -> TrueEvaluations:
-    run_id = f"{tag}-{method}-s{seed}"
-    return TrueEvaluations(ctx.score, ctx.evaluator.energy_model, ctx.cache, ctx.evaluator.fingerprint, run_id,
-                           budget, len(ctx.evaluator.image_set.labels))
-
-
-def _hv_tracker(truth: TrueEvaluations) -> list:
+def _baseline_truth(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig,
+                    floor: float) -> tuple[TrueEvaluations, list, str]:
+    """The true evaluations of a baseline run, with its HV history, as the NSGA-II modes have."""
+    run_id = f"{tag}-{method}-b{budget}-s{seed}"
     history: list = []
     points: list = []
 
     def on_new(evaluation):
-        points.append([1.0 - evaluation.accuracy, evaluation.energy])
-        history.append((truth.used, hypervolume(np.array(points))))
+        points.append([1.0 - evaluation.accuracy, evaluation.energy] if not evaluation.stopped else [1.0, 1.0])
+        history.append((truth.used, hypervolume(np.array(points), truth.reference)))
 
-    truth.on_new = on_new
-    return history
+    truth = ctx.truth(run_id, budget, floor, base.early_stop, on_new)
+    return truth, history, run_id
 
 
-def run_random(ctx, seed: int, budget: int, tag: str) -> MethodRun:
+def _finish_baseline(ctx, method: str, seed: int, budget: int, truth, history, run_id: str, out_dir: Path,
+                     seconds: float) -> MethodRun:
+    """Write the baseline's evaluations.csv in the NSGA-II modes' format."""
+    from surrogate_nas.report import write_evaluations_csv
+
+    run_dir = out_dir / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_evaluations_csv(run_dir / "evaluations.csv", list(truth.archive.values()), ctx.catalog, ctx.methods,
+                          ctx.evaluator.infos)
+    return MethodRun(method, seed, budget, history, truth.front(), seconds, truth.cache_hits, truth.computed)
+
+
+def run_random(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor: float, out_dir: Path) -> MethodRun:
     """Uniform random genomes (the all-exact genome first, as every method gets)."""
-    truth = _baseline_truth(ctx, "random", seed, budget, tag)
-    history = _hv_tracker(truth)
+    truth, history, run_id = _baseline_truth(ctx, "random", seed, budget, tag, base, floor)
     rng = np.random.default_rng(seed)
     start = time.time()
     n_layers = len(ctx.evaluator.layers)
-    genome = (ctx.exact_index,) * n_layers
+    genomes = [(ctx.exact_index,) * n_layers] + [tuple(int(g) for g in rng.integers(0, len(ctx.catalog), n_layers))
+                                                 for _ in range(50 * budget - 1)]
     try:
-        for _ in range(50 * budget):
-            truth.accuracy(genome, 0, "random")
-            genome = tuple(int(g) for g in rng.integers(0, len(ctx.catalog), n_layers))
+        truth.evaluate(genomes, 0, "random")
     except BudgetExhausted:
         pass
-    return MethodRun("random", seed, budget, history, truth.front(), time.time() - start, truth.cache_hits, truth.computed)
+    return _finish_baseline(ctx, "random", seed, budget, truth, history, run_id, out_dir, time.time() - start)
 
 
-def run_optuna(ctx, seed: int, budget: int, tag: str) -> MethodRun:
+def run_optuna(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor: float, out_dir: Path) -> MethodRun:
     """Optuna's multi-objective TPESampler over one categorical choice per layer."""
     try:
         import optuna
     except ImportError:
         raise UserError("--methods optuna: optuna is not installed (pip install 'surrogate_nas[optuna]')") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    truth = _baseline_truth(ctx, "optuna", seed, budget, tag)
-    history = _hv_tracker(truth)
+    truth, history, run_id = _baseline_truth(ctx, "optuna", seed, budget, tag, base, floor)
     choices = list(range(len(ctx.catalog)))
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=seed))
     n_layers = len(ctx.evaluator.layers)
@@ -89,13 +96,16 @@ def run_optuna(ctx, seed: int, budget: int, tag: str) -> MethodRun:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             break
         study.tell(trial, [accuracy, ctx.evaluator.energy(genome)])
-    return MethodRun("optuna", seed, budget, history, truth.front(), time.time() - start, truth.cache_hits, truth.computed)
+    return _finish_baseline(ctx, "optuna", seed, budget, truth, history, run_id, out_dir, time.time() - start)
 
 
-def run_nsga(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig, out_dir: Path) -> MethodRun:
+def run_nsga(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig, out_dir: Path,
+             floor: float) -> MethodRun:
     from surrogate_nas.runner import execute
 
-    config = replace(base, mode=method, seed=seed, budget=budget, evaluate_test=False)
+    mode, initial = ("full", "seed-set") if method == "full-seeded" else (method, base.initial)
+    config = replace(base, mode=mode, initial=initial, seed=seed, budget=budget, evaluate_test=False,
+                     accuracy_floor=floor)
     run_id = f"{tag}-{method}-b{budget}-s{seed}"
     run_dir = out_dir / "runs" / run_id
     result = execute(ctx, config, out_dir / "runs", run_id=run_id, resume=run_dir.exists(),
@@ -130,20 +140,25 @@ def summarize(runs: list[MethodRun], checkpoints=CHECKPOINTS) -> list[dict]:
     return rows
 
 
-def evaluations_to_reach(runs: list[MethodRun], method: str, target: float) -> float | None:
-    """Median over seeds of the first evaluation count at which `method` reaches `target` HV."""
+def evaluations_to_reach(runs: list[MethodRun], method: str, target: float) -> list[float]:
+    """Per seed of `method`: the first evaluation count at which it reaches `target` HV (inf: never)."""
     counts = []
     for r in runs:
-        if r.method != method:
-            continue
-        hit = next((used for used, hv in r.hv_history if hv >= target), None)
-        counts.append(np.inf if hit is None else hit)
+        if r.method == method:
+            hit = next((used for used, hv in r.hv_history if hv >= target), None)
+            counts.append(np.inf if hit is None else float(hit))
+    return counts
+
+
+def _reach_text(counts: list[float]) -> str:
     if not counts:
-        return None
-    return float(np.median(counts))
+        return "no runs"
+    text = lambda v: "never" if not np.isfinite(v) else f"{v:.0f}"  # noqa: E731
+    return (f"median {text(float(np.median(counts)))}, range {text(min(counts))}-{text(max(counts))} "
+            f"(per seed: {', '.join(text(c) for c in counts)})")
 
 
-def plot_comparison(out_dir: Path, runs: list[MethodRun]) -> None:
+def plot_comparison(out_dir: Path, runs: list[MethodRun], floor: float) -> None:
     from surrogate_nas.report import draw_front, plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -157,7 +172,7 @@ def plot_comparison(out_dir: Path, runs: list[MethodRun]) -> None:
         ax.fill_between(grid, curves.min(axis=0), curves.max(axis=0), color=f"C{i}", alpha=0.15)
     ax.set_xlabel("true evaluations")
     ax.set_ylabel("hypervolume (search set)")
-    ax.set_title(f"HV vs true evaluations (band: min-max over seeds)\nreference: accuracy {1 - HV_REFERENCE[0]:.1f}, energy {HV_REFERENCE[1]:.1f}")
+    ax.set_title(f"HV vs true evaluations (band: min-max over seeds)\nreference: accuracy floor {floor:.4f}, energy 1.0")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -182,24 +197,28 @@ def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base
     out_dir.mkdir(parents=True, exist_ok=True)
     # A longer full-mode budget is one longer run: with the same seed its first `budget`
     # evaluations are exactly the shorter run, so HV at `budget` is read off its history.
-    plan = [(m, s, max(budget, full_budget or 0) if m == "full" else budget) for s in range(seeds) for m in methods]
+    plan = [(m, s, max(budget, full_budget or 0) if m.startswith("full") else budget)
+            for s in range(seeds) for m in methods]
+    # One floor for every method and seed (all-exact search-set accuracy - 15 pp by default),
+    # so their hypervolumes share one reference point.
+    floor, floor_source = ctx.accuracy_floor(base, f"{tag}-floor")
     runs = []
     for method, seed, b in tqdm(plan, desc="compare", unit="run", disable=ctx.quiet or None):
-        if method in ("surrogate", "full"):
-            runs.append(run_nsga(ctx, method, seed, b, tag, base, out_dir))
+        if method in ("surrogate", "full", "full-seeded"):
+            runs.append(run_nsga(ctx, method, seed, b, tag, base, out_dir, floor))
         elif method == "random":
-            runs.append(run_random(ctx, seed, b, tag))
+            runs.append(run_random(ctx, seed, b, tag, base, floor, out_dir))
         else:
-            runs.append(run_optuna(ctx, seed, b, tag))
+            runs.append(run_optuna(ctx, seed, b, tag, base, floor, out_dir))
     rows = summarize(runs, tuple(n for n in CHECKPOINTS if n <= max(budget, full_budget or 0)) or (budget,))
-    notes = [f"HV reference point: accuracy {1 - HV_REFERENCE[0]:.1f}, relative energy {HV_REFERENCE[1]:.1f}; "
+    notes = [f"HV reference point: accuracy floor {floor:.4f} ({floor_source}), relative energy 1.0; "
              f"objectives on the search set ({len(ctx.evaluator.image_set.labels)} validation images)."]
     surrogate_runs = [r for r in runs if r.method == "surrogate" and r.budget == budget]
-    if surrogate_runs and any(r.method == "full" for r in runs):
+    if surrogate_runs:
         target = float(np.median([r.hv_history[-1][1] for r in surrogate_runs if r.hv_history]))
-        reach = evaluations_to_reach(runs, "full", target)
-        reach_text = "not reached" if reach is None or not np.isfinite(reach) else f"{reach:.0f}"
-        notes.append(f"Surrogate median HV at {budget}: {target:.4f}; full-mode evaluations to reach it (median): {reach_text}.")
+        for other in [m for m in methods if m != "surrogate"]:
+            notes.append(f"Evaluations {other} needs to reach the surrogate's median HV at {budget} ({target:.4f}): "
+                         f"{_reach_text(evaluations_to_reach(runs, other, target))}.")
     write_table(out_dir, rows, notes)
-    plot_comparison(out_dir, runs)
+    plot_comparison(out_dir, runs, floor)
     return runs, rows, notes

@@ -14,6 +14,11 @@ from surrogate_nas.cache import fingerprint
 from surrogate_nas.errors import UserError
 
 EVAL_BATCH = 500
+# Images per scoring chunk: a true evaluation scores its images in this fixed random order,
+# chunk by chunk (one predict call each), so that early stopping and workers can split
+# the work without changing a single prediction.
+CHUNK = 250
+ORDER_SEED = 0  # seed of that order
 # Bump when the emulation's arithmetic changes: it invalidates cached accuracies.
 EMULATION_VERSION = "axconv-2"
 CALIBRATION_IMAGES = 2000  # training images behind the compensation statistics
@@ -94,6 +99,16 @@ def _cross_entropy(logits, labels: np.ndarray) -> float:
     return float(-np.mean(log_p[np.arange(len(labels)), labels]))
 
 
+def exact_float32() -> None:
+    """Keep the emulation exact on every device. It sums integer table values in float32,
+    so TF32 (on by default on Ampere and newer GPUs: ~1e-3 relative error in every conv)
+    must be off; on a GPU the ops it uses must also be deterministic, or the same genome
+    could flip an argmax between two evaluations."""
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    if tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()
+
+
 def _device() -> str:
     gpus = tf.config.list_logical_devices("GPU")
     return "GPU" if gpus else "CPU"
@@ -143,6 +158,7 @@ class Evaluator:
         from surrogate_nas.model import approx_layers, approximable_layers, build_approx_model, layer_info
         from surrogate_nas.modelcard import card_entries
 
+        exact_float32()
         self.catalog = catalog
         self.image_set = image_set
         self.batch_size = batch_size
@@ -163,7 +179,9 @@ class Evaluator:
             input_signature=[tf.TensorSpec([None, *float_model.input_shape[1:]], tf.float32)],
             autograph=False,
         )
-        self._images = image_set.images.astype(np.float32)
+        self.order = np.random.default_rng(ORDER_SEED).permutation(len(image_set.labels))
+        self._images = image_set.images[self.order].astype(np.float32)
+        self._labels = np.asarray(image_set.labels)[self.order]
         weights = hashlib.sha256()
         for w in float_model.get_weights():
             weights.update(np.ascontiguousarray(w).tobytes())
@@ -257,9 +275,26 @@ class Evaluator:
         """Compensation method of each layer for this genome."""
         return self.designs.labels(genome)
 
-    def accuracy(self, genome) -> float:
+    @property
+    def n_images(self) -> int:
+        return len(self._labels)
+
+    def count(self, genome, start: int = 0, stop: int | None = None) -> tuple[int, float]:
+        """Correct predictions on images [start, stop) of the scoring order, and seconds.
+        Always the same CHUNK-aligned batches, so any split of the work adds up exactly."""
+        began = time.perf_counter()
         self.set_genome(genome)
-        return top1(self._predict, self._images, self.image_set.labels, self.batch_size)
+        stop = self.n_images if stop is None else min(stop, self.n_images)
+        correct, lo = 0, start
+        while lo < stop:
+            hi = min(stop, (lo // CHUNK + 1) * CHUNK, lo + self.batch_size)
+            logits = self._predict(tf.constant(self._images[lo:hi]))
+            correct += int(np.sum(np.argmax(np.asarray(logits), axis=1) == self._labels[lo:hi]))
+            lo = hi
+        return correct, time.perf_counter() - began
+
+    def accuracy(self, genome) -> float:
+        return self.count(genome)[0] / max(1, self.n_images)
 
     def energy(self, genome) -> float:
         return self.energy_model(genome)
@@ -267,7 +302,7 @@ class Evaluator:
     def score(self, genome) -> Score:
         start = time.perf_counter()
         accuracy = self.accuracy(genome)
-        return Score(tuple(int(g) for g in genome), accuracy, self.energy(genome), len(self._images), time.perf_counter() - start)
+        return Score(tuple(int(g) for g in genome), accuracy, self.energy(genome), self.n_images, time.perf_counter() - start)
 
     def layer_statistics(self, n_images: int = 500) -> dict:
         """Per approximable layer of the all-exact twin: taps K, input/kernel scales, output std."""
@@ -276,7 +311,7 @@ class Evaluator:
         exact = self.catalog.index(self.catalog.exact.name)
         self.set_genome((exact,) * len(self.layers))
         taps = keras.Model(self.model.inputs, [layer.output for layer in self.layers])
-        outs = taps(tf.constant(self._images[:n_images]), training=False)
+        outs = taps(tf.constant(self.image_set.images[:n_images].astype(np.float32)), training=False)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
         stats = {"taps": [], "scale_in": [], "scale_w": [], "output_std": []}
         for layer, out, (lo, hi) in zip(self.layers, outs, self.input_ranges):

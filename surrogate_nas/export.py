@@ -81,7 +81,8 @@ def export_design(paths, run_dir: Path, out: Path, point: int | None = None, gen
     out.parent.mkdir(parents=True, exist_ok=True)
     evaluator.model.save(out)
     loaded = keras.models.load_model(out, compile=False)
-    accuracy = top1(lambda x: loaded(x, training=False), evaluator._images, evaluator.image_set.labels)
+    accuracy = top1(lambda x: loaded(x, training=False), evaluator.image_set.images.astype(np.float32),
+                    evaluator.image_set.labels)
     if accuracy != expected:
         raise RuntimeError(f"exported model scores {accuracy}, the evaluator {expected}: export is not exact")
     doc.update({"source_run": str(run_dir), "model": str(model_path), "search_set_accuracy": accuracy,

@@ -41,11 +41,13 @@ def write_evaluations_csv(path: Path, evaluations, catalog, methods=_no_methods,
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["order", "generation", "reason", "genome", "compensation", "genome_indices", "accuracy", "energy",
-                         "from_cache", "seconds", "layers"])
+                         "from_cache", "seconds", "n_images", "below_floor", "layers"])
         for order, e in enumerate(evaluations):
+            stopped = getattr(e, "below_floor", None)
             writer.writerow(
                 [order, e.generation, e.reason, ";".join(genome_names(e.genome, catalog)), ";".join(methods(e.genome)),
                  ",".join(map(str, e.genome)), f"{e.accuracy:.6f}", f"{e.energy:.6f}", int(e.from_cache), f"{e.seconds:.3f}",
+                 getattr(e, "n_images", None) or "", "" if stopped is None else f"{stopped:.6f}",
                  _layer_names(layers, e.genome)]
             )
 

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from surrogate_nas.errors import UserError
-from surrogate_nas.search import HV_REFERENCE, SearchConfig, TrueEvaluations, hypervolume, run_full
+from surrogate_nas.search import SearchConfig, TrueEvaluations, hypervolume, run_full
 
 RUN_FILES = ("config.json", "evaluations.csv", "front.csv", "front.png", "hv.png", "report.txt")
 
@@ -33,6 +33,15 @@ class RunResult:
     computed: int
     generations: int
     surrogate_log: list
+    floor: float = 0.70  # the accuracy floor of the run
+    stopped: int = 0  # evaluations stopped early below the floor
+    rescore_seconds: float = 0.0
+
+    @property
+    def hv_reference(self) -> tuple[float, float]:
+        from surrogate_nas.search import hv_reference
+
+        return hv_reference(self.floor)
 
     @property
     def test_scores(self) -> dict:
@@ -48,13 +57,21 @@ def new_run_id(config: SearchConfig) -> str:
     return f"{config.mode}-b{config.budget}-p{config.pop_size}-s{config.seed}-{stamp}"
 
 
+RETIRED_SETTINGS = ("rescore_floor_pp",)  # replaced by the accuracy floor
+
+
+def known_settings(saved: dict) -> dict:
+    """A saved search configuration without the settings this version no longer has."""
+    return {k: v for k, v in saved.items() if k not in RETIRED_SETTINGS}
+
+
 def load_run_config(run_dir: Path) -> SearchConfig:
     path = run_dir / "config.json"
     if not path.is_file():
         raise UserError(f"--resume: {path} not found (no such run)")
     try:
         saved = json.loads(path.read_text())["search"]
-        return SearchConfig(**saved)
+        return SearchConfig(**known_settings(saved))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UserError(f"--resume: {path} is not a run configuration ({exc})") from None
 
@@ -108,7 +125,7 @@ def check_saved_run(run_dir: Path, ctx: "Context", config: SearchConfig, flag: s
         raise UserError(f"{flag}: {path} is not a run configuration ({type(exc).__name__}: {exc})") from None
     wanted = json.loads(json.dumps(config.as_dict()))
     # a setting newer than the saved run had its default then (as load_run_config reads it)
-    saved_search = {**json.loads(json.dumps(SearchConfig().as_dict())), **saved_search}
+    saved_search = {**json.loads(json.dumps(SearchConfig().as_dict())), **known_settings(saved_search)}
     changed = [k for k in sorted(set(saved_search) | set(wanted)) if saved_search.get(k) != wanted.get(k)]
     if changed:
         diffs = ", ".join(f"{k} {saved_search.get(k)!r} saved, {wanted.get(k)!r} now" for k in changed)
@@ -137,7 +154,8 @@ class Context:
     """What a run needs loaded once: catalog, data, model, evaluators, cache."""
 
     def __init__(self, paths, search_images: int, test_images: int | None, seed: int = 0, quiet: bool = False,
-                 compensation: str = "auto", approximate: str = "conv"):
+                 compensation: str = "auto", approximate: str = "conv", workers: int = 1,
+                 dask_scheduler: str | None = None):
         from surrogate_nas.cache import EvalCache, default_cache_file
         from surrogate_nas.session import ensure_card, ensure_model, load_catalog_from, load_data_from
 
@@ -157,6 +175,49 @@ class Context:
         self.cache = EvalCache(default_cache_file(Path(paths.cache)))
         self.cache.register_fingerprint(self.evaluator.fingerprint, self.evaluator.description)
         self.exact_index = self.catalog.index(self.catalog.exact.name)
+        self.pool = self._pool(workers, dask_scheduler, seed)
+
+    def _pool(self, workers: int, scheduler: str | None, seed: int):
+        from surrogate_nas.parallel import EvaluatorSpec, InProcess, JoblibWorkers, threads_per_worker
+
+        if workers < 1:
+            raise UserError(f"--workers: must be >= 1, got {workers}")
+        if workers == 1 and not scheduler:
+            return InProcess(self.evaluator)
+        ev = self.evaluator
+        spec = EvaluatorSpec(self.paths, "validation", ev.n_images, seed, self.compensation, self.approximate,
+                             ev.fingerprint, 0 if scheduler else threads_per_worker(workers))
+        return JoblibWorkers(spec, workers, scheduler)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def truth(self, run_id: str, budget: int, floor: float, early_stop: bool = True, on_new=None) -> TrueEvaluations:
+        """The budgeted true evaluations of one run on this context's search set."""
+        from surrogate_nas.early_stop import StoppingRule, score_genomes
+        from surrogate_nas.evaluate import CHUNK
+
+        rule = StoppingRule(floor if early_stop else None)
+        n = self.evaluator.n_images
+        return TrueEvaluations(lambda genomes: score_genomes(genomes, self.pool, n, rule, CHUNK),
+                               self.evaluator.energy_model, self.cache, self.evaluator.fingerprint, run_id, budget, n,
+                               on_new, floor=floor, stop_floor=rule.floor, group=self.pool.workers)
+
+    def accuracy_floor(self, config: SearchConfig, run_id: str) -> tuple[float, str]:
+        """The configured floor, or all-exact search-set accuracy minus 15 pp (and why)."""
+        from surrogate_nas.early_stop import FLOOR_BELOW_EXACT
+
+        if config.accuracy_floor is not None:
+            return float(config.accuracy_floor), "--accuracy-floor"
+        exact = (self.exact_index,) * len(self.evaluator.layers)
+        fp = self.evaluator.fingerprint
+        record = self.cache.get(fp, exact)
+        if record is None or not record.answers(None):
+            (o,) = self.truth(run_id, 1, 0.0, early_stop=False).score_many([exact])
+            record = self.cache.put(fp, exact, o.accuracy, self.evaluator.energy(exact), o.n_images, o.seconds, run_id)
+        accuracy = record.accuracy
+        return max(0.0, accuracy - FLOOR_BELOW_EXACT), (f"all-exact search-set accuracy {accuracy:.4f} - "
+                                                        f"{FLOOR_BELOW_EXACT * 100:g} pp")
 
     @classmethod
     def create(cls, model=None, data=None, catalog=None, cache=None, search_images: int = 2000,
@@ -207,10 +268,6 @@ class Context:
     def methods(self, genome) -> list[str]:
         return self.evaluator.design_labels(genome)
 
-    def score(self, genome) -> tuple[float, float]:
-        s = self.evaluator.score(genome)
-        return s.accuracy, s.seconds
-
     def test_accuracy(self, genome, run_id: str) -> float:
         return self.rescored_accuracy("test", genome, run_id)
 
@@ -240,7 +297,8 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     if resume and (run_dir / "config.json").exists():
         check_saved_run(run_dir, ctx, config, resume_flag or f"--resume {run_id}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(run_dir, ctx, config, run_id)
+    floor, floor_source = ctx.accuracy_floor(config, run_id)
+    _write_config(run_dir, ctx, config, run_id, floor, floor_source)
 
     energy = ctx.evaluator.energy_model
     hv_history: list[tuple[int, float]] = []
@@ -249,13 +307,11 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
 
     def on_new(evaluation):
         front_points.append([1.0 - evaluation.accuracy, evaluation.energy])
-        hv_history.append((truth.used, hypervolume(np.array(front_points))))
+        hv_history.append((truth.used, hypervolume(np.array(front_points), truth.reference)))
         bar.update(1)
         bar.set_postfix(hits=truth.cache_hits, hv=f"{hv_history[-1][1]:.4f}", gen=evaluation.generation)
 
-    truth = TrueEvaluations(
-        ctx.score, energy, ctx.cache, ctx.evaluator.fingerprint, run_id, config.budget, len(ctx.evaluator.image_set.labels), on_new
-    )
+    truth = ctx.truth(run_id, config.budget, floor, config.early_stop, on_new)
     start = time.time()
     surrogate_log: list = []
 
@@ -268,7 +324,7 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     try:
         if config.mode == "full":
             generations = run_full(config, truth, len(ctx.catalog), ctx.exact_index, energy.batch, on_generation,
-                                   n_layers=len(ctx.evaluator.layers))
+                                   n_layers=len(ctx.evaluator.layers), powers=ctx.catalog.powers)
         else:
             from surrogate_nas.surrogate_search import run_surrogate
 
@@ -286,13 +342,16 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     front = truth.front()
     exact = (ctx.exact_index,) * len(ctx.evaluator.layers)
     rescored: dict = {}
+    rescore_start = time.time()
     if config.evaluate_test:
-        for genome in tqdm(rescore_genomes(front, truth, exact, config.rescore_floor_pp), desc="re-scoring the front",
+        for genome in tqdm(rescore_genomes(front, exact, None if config.rescore == "all" else floor),
+                           desc="re-scoring the front",
                            disable=ctx.quiet or None):
             rescored[genome] = (ctx.rescored_accuracy("validation", genome, run_id),
                                 ctx.rescored_accuracy("test", genome, run_id))
     result = RunResult(run_id, run_dir, front, list(truth.archive.values()), hv_history, rescored, exact,
-                       seconds, truth.cache_hits, truth.computed, generations, surrogate_log)
+                       seconds, truth.cache_hits, truth.computed, generations, surrogate_log, floor,
+                       sum(e.stopped for e in truth.archive.values()), time.time() - rescore_start)
     write_outputs(result, ctx, config)
     if config.finetune_top and rescored:
         finetune_best(ctx, run_dir, config.finetune_top)
@@ -314,18 +373,25 @@ def finetune_best(ctx: Context, run_dir: Path, k: int) -> None:
         print(format_results(results, summary))
 
 
-def rescore_genomes(front, truth: TrueEvaluations, exact, floor_pp: float | None) -> list[tuple[int, ...]]:
-    """All-exact, then the front points whose search-set accuracy is within `floor_pp` of
-    all-exact's (None: every front point). Points below are of no use to anyone, and
-    re-scoring one costs ~7 search-set evaluations."""
-    genomes = [tuple(exact)]
-    reference = truth.archive.get(tuple(exact))
-    if floor_pp is not None and reference is not None:
-        front = [e for e in front if e.accuracy >= reference.accuracy - floor_pp / 100]
-    return genomes + [e.genome for e in front if e.genome != tuple(exact)]
+def rescore_genomes(front, exact, floor: float | None) -> list[tuple[int, ...]]:
+    """All-exact, then the front points at or above the accuracy floor on the search set
+    (None: every front point). Points below are of no use to anyone, and re-scoring one
+    costs ~7 search-set evaluations."""
+    return [tuple(exact)] + [e.genome for e in front
+                             if e.genome != tuple(exact) and (floor is None or e.accuracy >= floor)]
 
 
-def _write_config(run_dir: Path, ctx: Context, config: SearchConfig, run_id: str) -> None:
+def early_stopping_description(enabled: bool, floor: float) -> dict | str:
+    from surrogate_nas.early_stop import CONFIDENCE, LOOKS
+
+    if not enabled:
+        return "off"
+    return {"floor": floor, "looks_after_images": list(LOOKS), "confidence": CONFIDENCE,
+            "bound": "one-sided Clopper-Pearson, Bonferroni over the looks"}
+
+
+def _write_config(run_dir: Path, ctx: Context, config: SearchConfig, run_id: str, floor: float,
+                  floor_source: str) -> None:
     import pymoo
     import sklearn
     import tensorflow as tf
@@ -342,9 +408,11 @@ def _write_config(run_dir: Path, ctx: Context, config: SearchConfig, run_id: str
         "catalog": str(ctx.catalog.path),
         "catalog_names": ctx.catalog.names,
         "data": ctx.data.source,
-        "hv_reference": {"accuracy": 1 - HV_REFERENCE[0], "energy": HV_REFERENCE[1]},
+        "accuracy_floor": {"value": floor, "from": floor_source},
+        "hv_reference": {"accuracy": floor, "energy": 1.0},
         "rescore": {"validation_images": "all", "test_images": config.test_images or "all",
-                    "floor_pp": config.rescore_floor_pp},
+                    "points": "all front points" if config.rescore == "all" else "front points at or above the floor"},
+        "early_stopping": early_stopping_description(config.early_stop, floor),
         "versions": {
             "surrogate_nas": __version__,
             "tensorflow": tf.__version__,
@@ -387,7 +455,8 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
     header = (
         f"run {result.run_id}: mode {config.mode}, budget {config.budget}, pop {config.pop_size}, "
         f"generations {result.generations}, {len(result.evaluations)} true evaluations "
-        f"({result.computed} computed, {result.cache_hits} from cache), {result.seconds:.0f} s; "
+        f"({result.computed} computed, {result.cache_hits} from cache, {result.stopped} stopped early below the "
+        f"accuracy floor {result.floor:.4f}), search {result.seconds:.0f} s, re-scoring {result.rescore_seconds:.0f} s; "
         f"search set {len(ctx.evaluator.image_set.labels)} validation images"
     )
     if result.rescored:
@@ -396,7 +465,7 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
     write_report(d / "report.txt", result.front, catalog, header, result.rescored, methods, layers)
     plot_front(d / "front.png", result.evaluations, result.front, result.exact_genome,
                f"{config.mode} NSGA-II ({config.compensation} compensation), {result.run_id}")
-    plot_hv(d / "hv.png", {config.mode: result.hv_history}, HV_REFERENCE, f"hypervolume, {result.run_id}")
+    plot_hv(d / "hv.png", {config.mode: result.hv_history}, result.hv_reference, f"hypervolume, {result.run_id}")
     if result.surrogate_log:
         from surrogate_nas.surrogate_search import plot_predictions, write_surrogate_log
 

@@ -31,11 +31,16 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from surrogate_nas.compensation import CHOICES
 from surrogate_nas.errors import UserError
 
-# Fixed hypervolume reference point in objective space (1 - accuracy, relative energy):
-# accuracy 0.70 and the all-exact energy 1.0. The accuracy floor (about 13 pp below the
-# shipped model's all-exact 83.5 %) keeps assignments nobody would deploy, such as a
-# chance-level network at zero energy, from dominating the indicator.
-HV_REFERENCE = (0.30, 1.0)
+# Hypervolume reference point before the accuracy floor (runs from before it record this
+# one in config.json): accuracy 0.70 and the all-exact energy 1.0.
+LEGACY_HV_REFERENCE = (0.30, 1.0)
+
+
+def hv_reference(floor: float) -> tuple[float, float]:
+    """Reference point in objective space (1 - accuracy, relative energy): the accuracy
+    floor and the all-exact energy, so designs nobody would deploy (a chance-level network
+    at zero energy) add nothing to the indicator, whatever the model."""
+    return (1.0 - float(floor), 1.0)
 
 
 @dataclass
@@ -54,7 +59,10 @@ class SearchConfig:
     search_images: int = 2000
     test_images: int | None = None  # None = the full test set
     evaluate_test: bool = True  # re-score the final front on all validation images and the test set
-    rescore_floor_pp: float | None = 15.0  # re-score front points within this of all-exact (None: all)
+    accuracy_floor: float | None = None  # below it a design is of no use; None: all-exact search-set accuracy - 15 pp
+    early_stop: bool = True  # stop scoring a genome once it is shown below the floor
+    rescore: str = "floor"  # re-score front points above the floor ("floor") or every one ("all")
+    initial: str = "exact+random"  # full mode's initial population; "seed-set": surrogate mode's (ablation)
     compensation: str = "auto"
     approximate: str = "conv"  # the layers with a gene: conv, or conv+dense
     finetune_top: int = 0  # fine-tune this many validation-chosen points at the end
@@ -94,8 +102,12 @@ class SearchConfig:
             bad("compensation", f"expected one of {', '.join(CHOICES)}, got {self.compensation!r}")
         if self.approximate not in ("conv", "conv+dense"):
             bad("approximate", f"expected one of conv, conv+dense, got {self.approximate!r}")
-        if self.rescore_floor_pp is not None and not self.rescore_floor_pp >= 0:
-            bad("rescore-floor", f"must be >= 0 pp, got {self.rescore_floor_pp}")
+        if self.accuracy_floor is not None and not 0.0 <= self.accuracy_floor < 1.0:
+            bad("accuracy-floor", f"must be an accuracy in [0, 1) such as 0.68, got {self.accuracy_floor}")
+        if self.initial not in ("exact+random", "seed-set"):
+            bad("initial", f"expected 'exact+random' or 'seed-set', got {self.initial!r}")
+        if self.rescore not in ("floor", "all"):
+            bad("rescore", f"expected 'floor' or 'all', got {self.rescore!r}")
         if self.finetune_top < 0:
             bad("finetune-top", f"must be >= 0, got {self.finetune_top}")
         if self.offspring_factor < 1:
@@ -114,29 +126,42 @@ class BudgetExhausted(Exception):
 @dataclass
 class Evaluation:
     genome: tuple[int, ...]
-    accuracy: float
+    accuracy: float  # on the images scored: all of the search set, or the part before an early stop
     energy: float
     from_cache: bool
     generation: int
     seconds: float
     reason: str  # why it was truly evaluated: "initial", "offspring", "seed", "screened", "drift"
+    n_images: int | None = None
+    below_floor: float | None = None  # early-stopped below this floor: never on a front
+
+    @property
+    def stopped(self) -> bool:
+        return self.below_floor is not None
 
 
 class TrueEvaluations:
     """Budgeted, cached, archived true evaluations: the only source of reported results.
 
-    `score_fn(genome) -> (accuracy, seconds)` computes one accuracy; the cache answers
-    repeats across runs; the archive answers repeats within this run for free.
+    `score_many(genomes) -> [Outcome]` computes accuracies (early stopping below
+    `stop_floor` when it is set); the cache answers repeats across runs; the archive
+    answers repeats within this run for free. Genomes are recorded in the order asked,
+    whoever computed them, and each is committed to the cache as soon as it is known.
     """
 
-    def __init__(self, score_fn, energy_fn, cache, fingerprint: str, run_id: str, budget: int, n_images: int, on_new=None):
-        self.score_fn = score_fn
+    def __init__(self, score_many, energy_fn, cache, fingerprint: str, run_id: str, budget: int, n_images: int,
+                 on_new=None, floor: float = 1.0 - LEGACY_HV_REFERENCE[0], stop_floor: float | None = None,
+                 group: int = 1):
+        self.score_many = score_many
         self.n_images = n_images
         self.energy_fn = energy_fn
         self.cache = cache
         self.fingerprint = fingerprint
         self.run_id = run_id
         self.budget = budget
+        self.floor = floor
+        self.stop_floor = stop_floor
+        self.group = max(1, group)  # genomes computed together (one per worker)
         self.archive: dict[tuple[int, ...], Evaluation] = {}
         self.on_new = on_new or (lambda evaluation: None)
         self.cache_hits = 0
@@ -150,39 +175,63 @@ class TrueEvaluations:
     def left(self) -> int:
         return self.budget - self.used
 
+    @property
+    def reference(self) -> tuple[float, float]:
+        return hv_reference(self.floor)
+
     def accuracy(self, genome, generation: int, reason: str) -> float:
-        key = tuple(int(g) for g in genome)
-        if key in self.archive:
-            return self.archive[key].accuracy
-        if self.used >= self.budget:
+        return self.evaluate([genome], generation, reason)[0]
+
+    def evaluate(self, genomes, generation: int, reasons) -> list[float]:
+        """Accuracies of `genomes` (in order); `reasons`: one for all, or one per genome.
+        New genomes beyond the budget are not evaluated: those that fit are recorded, then
+        BudgetExhausted is raised."""
+        keys = [tuple(int(g) for g in genome) for genome in genomes]
+        reasons = [reasons] * len(keys) if isinstance(reasons, str) else list(reasons)
+        why: dict = {}
+        for key, reason in zip(keys, reasons):
+            if key not in self.archive:
+                why.setdefault(key, reason)
+        new = list(why)
+        fits = new[: max(0, self.left)]
+        for start in range(0, len(fits), self.group):
+            self._record(fits[start:start + self.group], generation, why)
+        if len(fits) < len(new):
             raise BudgetExhausted
-        record = self.cache.get(self.fingerprint, key)
-        if record is not None:
-            # A row this run computed before it was interrupted still counts as computed.
-            from_cache = record.run_id != self.run_id
+        return [self.archive[k].accuracy for k in keys]
+
+    def _record(self, keys, generation: int, why: dict) -> None:
+        cached = {k: r for k, r in self.cache.get_many(self.fingerprint, keys).items() if r.answers(self.stop_floor)}
+        misses = [k for k in keys if k not in cached]
+        outcomes = dict(zip(misses, self.score_many(misses))) if misses else {}
+        hits = []
+        for key in keys:
+            if key in outcomes:
+                o = outcomes[key]
+                # First writer wins: another process may have stored this genome meanwhile.
+                record = self.cache.put(self.fingerprint, key, o.accuracy, self.energy_fn(key), o.n_images, o.seconds,
+                                        self.run_id, o.below_floor)
+                from_cache = False
+            else:
+                record = cached[key]
+                # A row this run computed before it was interrupted still counts as computed.
+                from_cache = record.run_id != self.run_id
             if from_cache:
-                self.cache.record_hit(self.fingerprint, key, self.run_id)
+                hits.append(key)
                 self.cache_hits += 1
             else:
                 self.computed += 1
-            accuracy, seconds = record.accuracy, record.seconds
-        else:
-            accuracy, seconds = self.score_fn(key)
-            # First writer wins: another process may have stored this genome meanwhile.
-            stored = self.cache.put(self.fingerprint, key, accuracy, self.energy_fn(key), self.n_images, seconds, self.run_id)
-            accuracy = stored.accuracy
-            from_cache = False
-            self.computed += 1
-        evaluation = Evaluation(key, float(accuracy), float(self.energy_fn(key)), from_cache, generation, float(seconds), reason)
-        self.archive[key] = evaluation
-        self.on_new(evaluation)
-        return evaluation.accuracy
+            evaluation = Evaluation(key, float(record.accuracy), float(self.energy_fn(key)), from_cache, generation,
+                                    float(record.seconds or 0.0), why[key], record.n_images, record.below_floor)
+            self.archive[key] = evaluation
+            self.on_new(evaluation)
+        self.cache.record_hits(self.fingerprint, hits, self.run_id)
 
     def front(self) -> list[Evaluation]:
-        """Non-dominated truly evaluated genomes, by energy."""
-        if not self.archive:
+        """Non-dominated truly evaluated genomes, by energy (early-stopped ones never)."""
+        evaluations = [e for e in self.archive.values() if not e.stopped]
+        if not evaluations:
             return []
-        evaluations = list(self.archive.values())
         F = np.array([[1.0 - e.accuracy, e.energy] for e in evaluations])
         idx = NonDominatedSorting().do(F, only_non_dominated_front=True)
         return sorted((evaluations[i] for i in idx), key=lambda e: (e.energy, -e.accuracy))
@@ -231,8 +280,8 @@ def make_algorithm(config: SearchConfig, fixed: list[tuple[int, ...]], n_offspri
     )
 
 
-def hypervolume(points: np.ndarray, reference=HV_REFERENCE) -> float:
-    """HV of (1 - accuracy, energy) points w.r.t. the fixed reference point."""
+def hypervolume(points: np.ndarray, reference) -> float:
+    """HV of (1 - accuracy, energy) points w.r.t. `reference` (see hv_reference)."""
     from pymoo.indicators.hv import HV
 
     points = np.asarray(points, dtype=float).reshape(-1, 2)
@@ -289,10 +338,20 @@ def no_offspring(pop) -> bool:
 
 
 def run_full(config: SearchConfig, truth: TrueEvaluations, n_choices: int, exact_index: int, energy_batch,
-             on_generation=None, *, n_layers: int) -> int:
-    """Plain NSGA-II: every offspring gets a true evaluation. Returns generations done."""
+             on_generation=None, *, n_layers: int, powers=None) -> int:
+    """Plain NSGA-II: every offspring gets a true evaluation. Returns generations done.
+    `config.initial` "seed-set" starts it like surrogate mode (seed set, then its best
+    population) and differs from it only in the screening: the seeding ablation."""
     problem = AssignmentProblem(n_layers, n_choices)
-    algorithm = make_algorithm(config, [(exact_index,) * n_layers])
+    start = [(exact_index,) * n_layers]
+    if config.initial == "seed-set":
+        from surrogate_nas.surrogate_search import seed_population
+
+        start = seed_population(config, truth, n_choices, exact_index, powers, energy_batch,
+                                np.random.default_rng(config.seed), n_layers)
+        if start is None:
+            return 0
+    algorithm = make_algorithm(config, start)
     algorithm.setup(problem, termination=NoTermination(), seed=config.seed)
     watch = SpaceWatch(truth, n_choices, n_layers)
     generation = 0
@@ -301,10 +360,8 @@ def run_full(config: SearchConfig, truth: TrueEvaluations, n_choices: int, exact
         if no_offspring(pop):
             break
         X = np.asarray(pop.get("X")).round().astype(np.int64)
-        accuracies = []
         try:
-            for genome in X:
-                accuracies.append(truth.accuracy(genome, generation, "initial" if generation == 0 else "offspring"))
+            accuracies = truth.evaluate(X, generation, "initial" if generation == 0 else "offspring")
         except BudgetExhausted:
             break
         pop.set("F", np.column_stack([1.0 - np.array(accuracies), energy_batch(X)]))

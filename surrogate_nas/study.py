@@ -100,7 +100,7 @@ def run_studies(make_context, paths: list[Path], out_dir: Path, overrides: dict)
                 "crossover": f"{config.crossover_prob}/{config.crossover_eta}",
                 "mutation": f"{config.mutation_prob}/{config.mutation_eta}",
                 "pareto_points": len(result.front),
-                "hv": hypervolume(np.array([[1 - e.accuracy, e.energy] for e in result.front])),
+                "hv": hypervolume(np.array([[1 - e.accuracy, e.energy] for e in result.front]), result.hv_reference),
                 "exact_test_acc": exact,
                 "saving_at_0.5pp_%": best_saving(result.front, result.test_scores, exact, 0.5),
                 "saving_at_1pp_%": best_saving(result.front, result.test_scores, exact, 1.0),

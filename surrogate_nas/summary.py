@@ -40,12 +40,22 @@ def choose_within(points: list[dict], exact: dict, tolerance_pp: float) -> dict 
     }
 
 
-def hv_at(evaluations: list[dict], checkpoints=HV_CHECKPOINTS) -> dict[str, float | None]:
-    """Hypervolume of the search-set front after the first n true evaluations."""
+def hv_at(evaluations: list[dict], reference, checkpoints=HV_CHECKPOINTS) -> dict[str, float | None]:
+    """Hypervolume of the search-set front after the first n true evaluations (early-stopped
+    ones are below the floor and add nothing)."""
     from surrogate_nas.search import hypervolume
 
-    points = np.array([[1 - e["accuracy"], e["energy"]] for e in evaluations]).reshape(-1, 2)
-    return {str(n): (hypervolume(points[:n]) if len(points) >= n else None) for n in checkpoints}
+    points = np.array([[1 - e["accuracy"], e["energy"]] if not e.get("below_floor") else [1.0, 1.0]
+                       for e in evaluations]).reshape(-1, 2)
+    return {str(n): (hypervolume(points[:n], reference) if len(points) >= n else None) for n in checkpoints}
+
+
+def run_reference(config: dict) -> tuple[float, float]:
+    """A run folder's HV reference point, as its config.json records it."""
+    from surrogate_nas.search import LEGACY_HV_REFERENCE
+
+    ref = config.get("hv_reference")
+    return (1.0 - ref["accuracy"], ref["energy"]) if ref else LEGACY_HV_REFERENCE
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -90,7 +100,10 @@ def summarize(run_dir: Path) -> dict:
         "validation_images": config.get("rescore", {}).get("validation_images"),
         "test_images": config.get("rescore", {}).get("test_images"),
         "chosen": {f"{t:g}pp": choose_within(front, exact, t) for t in TOLERANCES_PP},
-        "hv": hv_at([{"accuracy": float(e["accuracy"]), "energy": float(e["energy"])} for e in evaluations]),
+        "hv": hv_at([{"accuracy": float(e["accuracy"]), "energy": float(e["energy"]),
+                      "below_floor": e.get("below_floor")} for e in evaluations], run_reference(config)),
+        "hv_reference_accuracy": 1.0 - run_reference(config)[0],
+        "stopped_early": sum(1 for e in evaluations if e.get("below_floor")),
         "front_points_rescored": len(front),
         "rule": "chosen on validation accuracy (all validation images) against all-exact validation accuracy; "
                 "losses reported on the test set",

@@ -63,20 +63,44 @@ def seed_genomes(n_seed: int, n_choices: int, exact_index: int, powers: np.ndarr
     return genomes[:n_seed]
 
 
-def pick_for_truth(mu, sigma, energies, front_points, k, kappa: float = 1.0) -> list[int]:
+def seed_population(config: SearchConfig, truth: TrueEvaluations, n_choices: int, exact_index: int, powers,
+                    energy_batch, rng: np.random.Generator, n_layers: int) -> list[tuple[int, ...]] | None:
+    """Truly evaluate the seed set (`seed_fraction` of the budget, at least a population)
+    and return its best `pop_size` genomes by rank and crowding: the initial population.
+    None when the budget or the search space ends first (said in one line)."""
+    n_seed = min(config.budget, max(config.pop_size, int(round(config.seed_fraction * config.budget))))
+    seeds = seed_genomes(n_seed, n_choices, exact_index, powers, rng, n_layers)
+    try:
+        truth.evaluate(seeds, 0, "seed")
+    except BudgetExhausted:
+        return None
+    watch = SpaceWatch(truth, n_choices, n_layers)
+    if watch.exhausted:
+        watch.say_exhausted()
+        return None
+    genomes = np.array(list(truth.archive.keys()))
+    seed_pop = Population.new("X", genomes.astype(float))
+    seed_pop.set("F", np.column_stack([1.0 - np.array([e.accuracy for e in truth.archive.values()]),
+                                       energy_batch(genomes)]))
+    survivors = RankAndCrowding().do(AssignmentProblem(n_layers, n_choices), seed_pop, n_survive=config.pop_size,
+                                     random_state=rng)
+    return [tuple(int(v) for v in x) for x in np.asarray(survivors.get("X")).round()]
+
+
+def pick_for_truth(mu, sigma, energies, front_points, k, reference, kappa: float = 1.0) -> list[int]:
     """Greedy expected-hypervolume-improvement proxy: each step takes the candidate whose
     optimistic point (mean + kappa*std accuracy) adds most HV to the current front plus
     the points already picked; falls back to the best predicted accuracy per energy."""
     chosen: list[int] = []
     points = [list(p) for p in front_points]
-    base = hypervolume(np.array(points)) if points else 0.0
+    base = hypervolume(np.array(points), reference) if points else 0.0
     optimistic = np.column_stack([1.0 - np.clip(mu + kappa * sigma, 0, 1), energies])
     for _ in range(min(k, len(mu))):
         gains = np.full(len(mu), -1.0)
         for i in range(len(mu)):
             if i in chosen:
                 continue
-            gains[i] = hypervolume(np.array(points + [optimistic[i].tolist()])) - base
+            gains[i] = hypervolume(np.array(points + [optimistic[i].tolist()]), reference) - base
         best = int(np.argmax(gains))
         if gains[best] <= 0:
             rest = [i for i in np.argsort(-(mu + kappa * sigma) / np.maximum(energies, 1e-3)) if i not in chosen]
@@ -84,7 +108,7 @@ def pick_for_truth(mu, sigma, energies, front_points, k, kappa: float = 1.0) -> 
             break
         chosen.append(best)
         points.append([1.0 - float(np.clip(mu[best], 0, 1)), float(energies[best])])
-        base = hypervolume(np.array(points))
+        base = hypervolume(np.array(points), reference)
     return chosen
 
 
@@ -102,18 +126,11 @@ def run_surrogate(config: SearchConfig, truth: TrueEvaluations, ctx, energy, log
     n_choices = len(ctx.catalog)
     n_layers = len(ctx.evaluator.layers)
     features = build_features(ctx, energy)
-    n_seed = max(config.pop_size, int(round(config.seed_fraction * config.budget)))
-    n_seed = min(n_seed, config.budget)
-    seeds = seed_genomes(n_seed, n_choices, ctx.exact_index, ctx.catalog.powers, rng, n_layers)
-    try:
-        for genome in seeds:
-            truth.accuracy(genome, 0, "seed")
-    except BudgetExhausted:
+    start_genomes = seed_population(config, truth, n_choices, ctx.exact_index, ctx.catalog.powers, energy.batch, rng,
+                                    n_layers)
+    if start_genomes is None:
         return 0
     watch = SpaceWatch(truth, n_choices, n_layers)
-    if watch.exhausted:
-        watch.say_exhausted()
-        return 0
 
     def training_set():
         genomes = np.array(list(truth.archive.keys()))
@@ -130,13 +147,7 @@ def run_surrogate(config: SearchConfig, truth: TrueEvaluations, ctx, energy, log
     def predict(G):
         return surrogate.predict(features.transform(G), return_std=True)
 
-    # Initial population: the best pop_size seed evaluations by rank and crowding.
-    seed_pop = Population.new("X", np.array(list(truth.archive.keys()), dtype=float))
-    seed_pop.set("F", np.column_stack([1.0 - y, energy.batch(np.array(list(truth.archive.keys())))]))
     problem = AssignmentProblem(n_layers, n_choices)
-    survivors = RankAndCrowding().do(problem, seed_pop, n_survive=config.pop_size, random_state=rng)
-    start_genomes = [tuple(int(v) for v in x) for x in np.asarray(survivors.get("X")).round()]
-
     algorithm = make_algorithm(config, start_genomes, n_offsprings=config.offspring_factor * config.pop_size)
     algorithm.setup(problem, termination=NoTermination(), seed=config.seed)
     k_true = max(1, config.pop_size // 4)
@@ -156,23 +167,21 @@ def run_surrogate(config: SearchConfig, truth: TrueEvaluations, ctx, energy, log
         else:
             front = [[1.0 - e.accuracy, e.energy] for e in truth.front()]
             candidates = np.flatnonzero(~known)
-            picked = pick_for_truth(mu[candidates], sigma[candidates], E[candidates], front, k_true)
+            picked = pick_for_truth(mu[candidates], sigma[candidates], E[candidates], front, k_true, truth.reference)
             chosen = [(int(candidates[i]), "screened") for i in picked]
             if config.drift_every and generation % config.drift_every == 0:
                 rest = [int(i) for i in candidates if int(i) not in dict(chosen)]
                 if rest:
                     drift = rng.choice(rest, size=min(config.drift_samples, len(rest)), replace=False)
                     chosen += [(int(i), "drift") for i in drift]
-        gen_pred, gen_true = [], []
         exhausted = False
-        for i, reason in chosen:
-            try:
-                acc = truth.accuracy(G[i], generation, reason)
-            except BudgetExhausted:
-                exhausted = True
-                break
-            gen_pred.append(float(mu[i]))
-            gen_true.append(acc)
+        try:
+            truth.evaluate([G[i] for i, _ in chosen], generation, [reason for _, reason in chosen])
+        except BudgetExhausted:
+            exhausted = True
+        done = [i for i, _ in chosen if tuple(G[i]) in truth.archive]
+        gen_pred = [float(mu[i]) for i in done]
+        gen_true = [truth.archive[tuple(G[i])].accuracy for i in done]
         accuracies = np.array([truth.archive[tuple(g)].accuracy if tuple(g) in truth.archive else m for g, m in zip(G, mu)])
         pop.set("F", np.column_stack([1.0 - accuracies, E]))
         algorithm.tell(infills=pop)

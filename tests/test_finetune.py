@@ -21,7 +21,7 @@ def finetuned(project, tmp_path_factory):
     with isolated_cwd(base):
         flags = project.flags(cache=base / "cache")
         rc = cli.main(["run", "--mode", "full", "--budget", "10", "--pop-size", "4", "--search-images", "20",
-                       "--test-images", "20", "--compensation", "bias", "--rescore-all", "--out", str(out),
+                       "--test-images", "20", "--compensation", "bias", "--rescore", "all", "--out", str(out),
                        "--run-id", "r"] + flags)
         assert rc == 0
         rc = cli.main(["finetune", str(out / "r"), "--points", "100", "--epochs", "1", "--train-images", "64",
@@ -66,7 +66,7 @@ def test_saved_design_reproduces_reported_accuracy(finetuned, project):
 
 def test_run_finetune_top_adds_after_finetuning_to_summary(cli, tmp_path):
     r = cli("run", "--mode", "full", "--budget", "6", "--pop-size", "3", "--search-images", "20", "--test-images", "20",
-            "--compensation", "none", "--rescore-all", "--finetune-top", "1", "--out", tmp_path / "runs",
+            "--compensation", "none", "--rescore", "all", "--finetune-top", "1", "--out", tmp_path / "runs",
             "--run-id", "t", cache=tmp_path / "cache")
     assert r.rc == 0, r.err
     summary = json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 from conftest import EXACT_INDEX
 
+from helpers_search import many
+
 from surrogate_nas.cache import EvalCache
 from surrogate_nas.errors import UserError
 from surrogate_nas.search import (
-    HV_REFERENCE,
     AssignmentProblem,
     BudgetExhausted,
     SearchConfig,
     SeededSampling,
     TrueEvaluations,
+    hv_reference,
     hypervolume,
 )
 
@@ -104,7 +106,7 @@ def eval_cache(tmp_path):
 
 def test_true_evaluations_archive_repeats_are_free(eval_cache):
     scorer, seen = Scorer(), []
-    truth = TrueEvaluations(scorer, energy_of, eval_cache, "fp", "run1", budget=2, n_images=20, on_new=seen.append)
+    truth = TrueEvaluations(many(scorer), energy_of, eval_cache, "fp", "run1", budget=2, n_images=20, on_new=seen.append)
     assert truth.accuracy(np.array([1, 2, 3, 4, 0]), 0, "initial") == pytest.approx(0.9)
     assert truth.accuracy((1, 2, 3, 4, 0), 1, "offspring") == pytest.approx(0.9)  # archive: free
     assert truth.used == 1 and truth.left == 1 and truth.computed == 1 and truth.cache_hits == 0
@@ -119,14 +121,14 @@ def test_true_evaluations_archive_repeats_are_free(eval_cache):
 def test_true_evaluations_cache_hits_count_in_budget(eval_cache):
     eval_cache.put("fp", (0, 0, 0, 0, 1), 0.42, 0.1, 20, 3.0, "other-run")
     scorer = Scorer()
-    truth = TrueEvaluations(scorer, energy_of, eval_cache, "fp", "run2", budget=2, n_images=20)
+    truth = TrueEvaluations(many(scorer), energy_of, eval_cache, "fp", "run2", budget=2, n_images=20)
     assert truth.accuracy((0, 0, 0, 0, 1), 0, "initial") == 0.42
     assert scorer.calls == []
     assert truth.used == 1 and truth.cache_hits == 1 and truth.computed == 0
     assert truth.archive[(0, 0, 0, 0, 1)].from_cache is True
     assert truth.archive[(0, 0, 0, 0, 1)].seconds == 3.0
     # another fingerprint does not share rows
-    other = TrueEvaluations(scorer, energy_of, eval_cache, "fp2", "run2", budget=2, n_images=20)
+    other = TrueEvaluations(many(scorer), energy_of, eval_cache, "fp2", "run2", budget=2, n_images=20)
     other.accuracy((0, 0, 0, 0, 1), 0, "initial")
     assert scorer.calls == [(0, 0, 0, 0, 1)]
     stats = {s["fingerprint"]: s for s in eval_cache.stats()}
@@ -137,7 +139,7 @@ def test_true_evaluations_own_rows_are_not_cache_hits(eval_cache):
     """Rows this run id wrote before an interruption are replayed as its own work."""
     eval_cache.put("fp", (2, 2, 2, 2, 2), 0.5, 0.5, 20, 1.0, "run3")
     scorer = Scorer()
-    truth = TrueEvaluations(scorer, energy_of, eval_cache, "fp", "run3", budget=3, n_images=20)
+    truth = TrueEvaluations(many(scorer), energy_of, eval_cache, "fp", "run3", budget=3, n_images=20)
     assert truth.accuracy((2, 2, 2, 2, 2), 0, "initial") == 0.5
     assert scorer.calls == [] and truth.cache_hits == 0
     assert truth.archive[(2, 2, 2, 2, 2)].from_cache is False
@@ -145,7 +147,7 @@ def test_true_evaluations_own_rows_are_not_cache_hits(eval_cache):
 
 def test_true_evaluations_own_rows_count_as_computed(eval_cache):
     eval_cache.put("fp", (2, 2, 2, 2, 2), 0.5, 0.5, 20, 1.0, "run3")
-    truth = TrueEvaluations(Scorer(), energy_of, eval_cache, "fp", "run3", budget=3, n_images=20)
+    truth = TrueEvaluations(many(Scorer()), energy_of, eval_cache, "fp", "run3", budget=3, n_images=20)
     truth.accuracy((2, 2, 2, 2, 2), 0, "initial")
     truth.accuracy((1, 2, 2, 2, 2), 0, "initial")
     assert truth.computed + truth.cache_hits == truth.used == 2
@@ -153,7 +155,7 @@ def test_true_evaluations_own_rows_count_as_computed(eval_cache):
 
 def test_true_evaluations_budget_exhausted(eval_cache):
     scorer = Scorer()
-    truth = TrueEvaluations(scorer, energy_of, eval_cache, "fp", "run4", budget=2, n_images=20)
+    truth = TrueEvaluations(many(scorer), energy_of, eval_cache, "fp", "run4", budget=2, n_images=20)
     truth.accuracy((0, 0, 0, 0, 0), 0, "initial")
     truth.accuracy((1, 1, 1, 1, 1), 0, "initial")
     assert truth.left == 0
@@ -167,7 +169,7 @@ def test_true_evaluations_budget_exhausted(eval_cache):
 
 
 def test_true_evaluations_front(eval_cache):
-    truth = TrueEvaluations(lambda g: ({(0,) * 5: 0.9, (1,) * 5: 0.8, (2,) * 5: 0.95, (3,) * 5: 0.5}[tuple(g)], 0.0),
+    truth = TrueEvaluations(many(lambda g: ({(0,) * 5: 0.9, (1,) * 5: 0.8, (2,) * 5: 0.95, (3,) * 5: 0.5}[tuple(g)], 0.0)),
                             lambda g: {0: 0.5, 1: 0.6, 2: 1.0, 3: 0.1}[g[0]], eval_cache, "fp", "r", 10, 20)
     for g in range(4):
         truth.accuracy((g,) * 5, 0, "initial")
@@ -190,15 +192,17 @@ def test_hypervolume_two_points():
     assert hypervolume([[0.5, 0.5]], reference=(2.0, 1.0)) == pytest.approx(0.75)
 
 
-def test_hypervolume_default_reference():
-    """The energy bound is the all-exact assignment's energy: an assignment that costs as
-    much adds no volume however accurate; one 1 % cheaper adds the 1 % strip."""
+def test_hypervolume_reference_is_the_accuracy_floor():
+    """The reference point is (1 - floor, all-exact energy): an assignment that costs as
+    much adds no volume however accurate; one 1 % cheaper adds the 1 % strip; one at the
+    floor adds nothing."""
     from surrogate_nas.energy import EnergyModel
 
     all_exact = EnergyModel([300, 500], [0.1, 0.4], exact_power=0.4)((1, 1))
-    assert hypervolume([[0.0, all_exact]]) == 0.0
-    r_err = HV_REFERENCE[0]
-    assert hypervolume([[0.0, all_exact - 0.01]]) == pytest.approx(r_err * 0.01)
-    point = [r_err / 2, 0.5]
-    assert hypervolume([point]) == pytest.approx(r_err / 2 * 0.5)
-    assert hypervolume([[r_err, 0.0]]) == 0.0  # accuracy at the floor: outside
+    ref = hv_reference(0.6825)
+    assert ref == pytest.approx((0.3175, 1.0))
+    assert hypervolume([[0.0, all_exact]], ref) == 0.0
+    r_err = ref[0]
+    assert hypervolume([[0.0, all_exact - 0.01]], ref) == pytest.approx(r_err * 0.01)
+    assert hypervolume([[r_err / 2, 0.5]], ref) == pytest.approx(r_err / 2 * 0.5)
+    assert hypervolume([[r_err, 0.0]], ref) == 0.0  # accuracy at the floor: outside

@@ -14,6 +14,7 @@ import pytest
 from conftest import CIRCUITS, POWERS, read_csv, write_catalog
 
 from surrogate_nas.cache import EvalCache
+from helpers_search import many
 from surrogate_nas.search import STALL_GENERATIONS, SearchConfig, TrueEvaluations, run_full
 from surrogate_nas.surrogate_search import seed_genomes
 
@@ -66,7 +67,7 @@ def truth_for(tmp_path):
     def make(budget: int) -> TrueEvaluations:
         cache = EvalCache(tmp_path / "evaluations.sqlite")
         caches.append(cache)
-        return TrueEvaluations(Scorer(), lambda g: float(np.mean(g)), cache, f"fp{budget}", "r", budget, 20)
+        return TrueEvaluations(many(Scorer()), lambda g: float(np.mean(g)), cache, f"fp{budget}", "r", budget, 20)
 
     yield make
     for cache in caches:

@@ -17,6 +17,8 @@ from surrogate_nas.surrogate_search import SURROGATE_COLUMNS, build_features, pi
 EXACT = (EXACT_INDEX,) * 5
 SMALL = dict(n_estimators=15, n_members=3)
 
+REF = (0.30, 1.0)  # HV reference point of these unit tests (accuracy floor 0.70)
+
 
 def toy_data(n=40, seed=0):
     rng = np.random.default_rng(seed)
@@ -191,23 +193,23 @@ def test_pick_for_truth_prefers_clear_improvement():
     front = [[0.05, 0.95], [0.2, 0.6]]  # accuracy 0.95 at energy 0.95, 0.80 at 0.6
     mu = np.array([0.75, 0.94, 0.85, 0.93])
     energies = np.array([0.9, 0.3, 0.95, 0.35])
-    assert pick_for_truth(mu, np.zeros(4), energies, front, 1) == [1]
-    two = pick_for_truth(mu, np.zeros(4), energies, front, 2)
+    assert pick_for_truth(mu, np.zeros(4), energies, front, 1, REF) == [1]
+    two = pick_for_truth(mu, np.zeros(4), energies, front, 2, REF)
     assert two[0] == 1 and len(set(two)) == 2
     # an uncertain candidate can win through its optimistic bound (mean + kappa * std)
     uncertain = np.array([0.0, 0.0, 0.15, 0.0])
     cheap = np.array([0.9, 0.3, 0.25, 0.35])
-    assert pick_for_truth(mu, np.zeros(4), cheap, front, 1) == [1]
-    assert pick_for_truth(mu, uncertain, cheap, front, 1, kappa=1.0) == [2]
-    assert pick_for_truth(mu, uncertain, cheap, front, 1, kappa=0.0) == [1]
+    assert pick_for_truth(mu, np.zeros(4), cheap, front, 1, REF) == [1]
+    assert pick_for_truth(mu, uncertain, cheap, front, 1, REF, kappa=1.0) == [2]
+    assert pick_for_truth(mu, uncertain, cheap, front, 1, REF, kappa=0.0) == [1]
 
 
 def test_pick_for_truth_without_gain_falls_back():
     front = [[0.0, 0.05]]  # perfect accuracy at 5 % energy dominates everything
     mu = np.array([0.5, 0.9, 0.7])
-    picked = pick_for_truth(mu, np.zeros(3), np.array([0.5, 0.5, 0.9]), front, 2)
+    picked = pick_for_truth(mu, np.zeros(3), np.array([0.5, 0.5, 0.9]), front, 2, REF)
     assert picked == [1, 0]  # best predicted accuracy per energy
-    everything = pick_for_truth(mu, np.zeros(3), np.array([0.5, 0.5, 0.9]), front, 5)
+    everything = pick_for_truth(mu, np.zeros(3), np.array([0.5, 0.5, 0.9]), front, 5, REF)
     assert sorted(everything) == [0, 1, 2]  # k larger than the candidates: each once
 
 

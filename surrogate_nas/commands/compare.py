@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from surrogate_nas.commands.run import add_search_flags
+from surrogate_nas.commands.run import add_search_flags, add_worker_flags
 from surrogate_nas.session import add_path_flags
 
 
@@ -14,15 +14,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=300, help="true evaluations per method and seed (default 300)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     p.add_argument("--full-budget", type=int, default=None, help="longer budget for full-mode NSGA-II (e.g. 900)")
-    p.add_argument("--methods", default="surrogate,full,random,optuna", help="comma-separated subset of surrogate,full,random,optuna")
+    p.add_argument("--methods", default="surrogate,full,random,optuna",
+                   help="comma-separated subset of surrogate,full,full-seeded,random,optuna (full-seeded: full "
+                        "mode started from surrogate mode's seed set, the seeding ablation)")
     p.add_argument("--out", default="experiments/compare", help="output folder (default experiments/compare)")
     add_search_flags(p)
+    add_worker_flags(p)
     add_path_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from surrogate_nas.commands.run import config_from_args
+    from surrogate_nas.commands.run import config_from_args, worker_settings
     from surrogate_nas.compare import METHODS, compare
     from surrogate_nas.errors import UserError
     from surrogate_nas.runner import Context
@@ -39,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
     args.mode = "surrogate"
     base = config_from_args(args)
     base.validate()
+    workers = worker_settings(args)
     ctx = Context(paths_from_args(args), base.search_images, base.test_images, compensation=base.compensation,
-                  approximate=base.approximate)
+                  approximate=base.approximate, **workers)
     out = Path(args.out)
     _, rows, notes = compare(ctx, methods, args.seeds, args.budget, args.full_budget, base, out)
     print((out / "summary.md").read_text())

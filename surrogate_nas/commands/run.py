@@ -23,13 +23,39 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compensation", default="auto",
                    help="error compensation per layer: none, bias, tune, alwann, tune+bias, or auto "
                         "(per layer and circuit, the method measured best on training images; default)")
-    p.add_argument("--rescore-floor", type=float, default=15.0,
-                   help="re-score only front points within this many pp of all-exact on the search set (default 15)")
-    p.add_argument("--rescore-all", action="store_true", help="re-score every front point")
+    p.add_argument("--accuracy-floor", type=float, default=None,
+                   help="accuracy below which a design is of no use, e.g. 0.68: the HV reference, where early "
+                        "stopping cuts, and which front points are re-scored (default: all-exact search-set "
+                        "accuracy - 15 pp)")
+    p.add_argument("--no-early-stop", action="store_true",
+                   help="score every search image of every genome, even one shown below the floor")
+    p.add_argument("--rescore", default="floor",
+                   help="which front points get re-scored on all validation and test images: floor (those at or "
+                        "above the accuracy floor; default) or all")
+    p.add_argument("--initial", default="exact+random",
+                   help="full mode's initial population: exact+random (default) or seed-set (surrogate mode's)")
     p.add_argument("--approximate", default="conv",
                    help="which layers get a multiplier (one gene each): conv (default) or conv+dense")
     p.add_argument("--finetune-top", type=int, default=0,
                    help="fine-tune the K tightest validation-chosen points (0.5, 1, 2, 5 pp) at the end (default 0)")
+
+
+def add_worker_flags(p: argparse.ArgumentParser) -> None:
+    """Where evaluations run; never changes a result, so also allowed with --resume."""
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes for true evaluations (default 1: in this process)")
+    p.add_argument("--dask-scheduler", metavar="ADDRESS",
+                   help="run true evaluations on the Dask cluster of this scheduler (e.g. tcp://host:8786)")
+
+
+def worker_settings(args) -> dict:
+    from surrogate_nas.errors import UserError
+
+    if args.workers < 1:
+        raise UserError(f"--workers: must be >= 1, got {args.workers}")
+    if args.workers > 1 and args.dask_scheduler:
+        raise UserError("--workers and --dask-scheduler: give one (a cluster brings its own workers)")
+    return {"workers": args.workers, "dask_scheduler": args.dask_scheduler}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="surrogate", help="surrogate (default) or full (every offspring truly evaluated)")
     p.add_argument("--budget", type=int, default=300, help="distinct genomes with a true accuracy (default 300)")
     add_search_flags(p)
+    add_worker_flags(p)
     p.add_argument("--out", default="experiments/runs", help="folder of run folders (default experiments/runs)")
     p.add_argument("--run-id", help="name of the run folder (default: mode, budget, seed and time)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run with its saved configuration")
@@ -65,7 +92,10 @@ def config_from_args(args) -> "SearchConfig":  # noqa: F821
         evaluate_test=not getattr(args, "no_test", False),
         compensation=args.compensation,
         approximate=getattr(args, "approximate", "conv"),
-        rescore_floor_pp=None if getattr(args, "rescore_all", False) else args.rescore_floor,
+        accuracy_floor=args.accuracy_floor,
+        early_stop=not args.no_early_stop,
+        rescore=args.rescore,
+        initial=args.initial,
         finetune_top=getattr(args, "finetune_top", 0),
     )
 
@@ -73,7 +103,8 @@ def config_from_args(args) -> "SearchConfig":  # noqa: F821
 # Flags that a resumed run takes from its saved configuration instead.
 NOT_WITH_RESUME = ("mode", "budget", "pop_size", "generations", "crossover_prob", "crossover_eta", "mutation_prob",
                    "mutation_eta", "seed", "search_images", "test_images", "seed_fraction", "offspring_factor",
-                   "compensation", "approximate", "rescore_floor", "rescore_all", "finetune_top", "run_id", "no_test")
+                   "compensation", "approximate", "accuracy_floor", "no_early_stop", "rescore", "initial", "finetune_top",
+                   "run_id", "no_test")
 
 
 def ignored_with_resume(args: argparse.Namespace) -> list[str]:
@@ -106,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         run_id = args.run_id
     config.validate()
+    workers = worker_settings(args)
     ctx = Context(paths_from_args(args), config.search_images, config.test_images, seed=0,
-                  compensation=config.compensation, approximate=config.approximate)
+                  compensation=config.compensation, approximate=config.approximate, **workers)
     result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume),
                      resume_flag=f"--resume {args.resume}" if args.resume else None)
     print(f"\nrun {result.run_id}: {len(result.evaluations)} true evaluations "

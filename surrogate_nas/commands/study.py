@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from surrogate_nas.commands.run import add_worker_flags
 from surrogate_nas.session import add_path_flags
 
 
@@ -17,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-images", type=int, default=None, help="test images for the fronts (default: all)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--compensation", default="auto", help="error compensation (see `run --help`; default auto)")
+    add_worker_flags(p)
     add_path_flags(p)
     p.set_defaults(func=run)
 
@@ -27,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from surrogate_nas.session import load_data_from, paths_from_args
     from surrogate_nas.study import run_studies, study_configs
 
+    from surrogate_nas.commands.run import worker_settings
+
+    workers = worker_settings(args)
     files = [Path(f) for f in args.files]
     overrides = {"compensation": args.compensation, "budget": args.budget, "search_images": args.search_images,
                  "test_images": args.test_images, "seed": args.seed}
@@ -41,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     del data
 
     def make_context(search_images: int, test_images: int | None, compensation: str, approximate: str = "conv") -> Context:
-        return Context(paths, search_images, test_images, compensation=compensation, approximate=approximate)
+        return Context(paths, search_images, test_images, compensation=compensation, approximate=approximate,
+                       **workers)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
