@@ -194,3 +194,19 @@ def test_each_study_uses_its_own_image_settings(cli, tmp_path):
         test_sets = sorted(s["description"]["images"]["n_images"] for s in cache.stats()
                            if s["description"]["images"]["split"] == "test")
     assert test_sets == [20, 30]
+
+
+def test_full_seeded_starts_from_the_surrogate_seed_set(cli, tmp_path):
+    """The seeding ablation: full mode from surrogate mode's seed set evaluates exactly that
+    seed set first, then screens nothing (every offspring is truly evaluated)."""
+    out = tmp_path / "cmp"
+    r = cli("compare", "--budget", "10", "--seeds", "1", "--pop-size", "4", "--offspring-factor", "2",
+            "--search-images", "20", "--methods", "surrogate,full-seeded", "--out", str(out), cache=tmp_path / "c")
+    assert r.rc == 0, r.err
+    surrogate = read_csv(out / "runs" / "cmp-surrogate-b10-s0" / "evaluations.csv")
+    seeded = read_csv(out / "runs" / "cmp-full-seeded-b10-s0" / "evaluations.csv")
+    seeds = [e["genome_indices"] for e in surrogate if e["reason"] == "seed"]
+    assert len(seeds) == 4 and [e["genome_indices"] for e in seeded[:4]] == seeds
+    assert all(e["reason"] == "seed" for e in seeded[:4]) and {e["reason"] for e in seeded[4:]} <= {"offspring"}
+    assert len(seeded) == 10
+    assert json.loads((out / "runs" / "cmp-full-seeded-b10-s0" / "config.json").read_text())["search"]["initial"] == "seed-set"

@@ -271,3 +271,12 @@ def test_fingerprint_changes_with_what_changes_an_accuracy(float_model, card, ca
 
     monkeypatch.setattr(evaluate_module, "EMULATION_VERSION", "axconv-next")
     assert make_evaluator(float_model, card, catalog, dataset).fingerprint != base
+
+
+def test_evaluator_keeps_float32_exact(evaluator):
+    """TF32 (on by default on Ampere+ GPUs) would round every conv's operands: an evaluator
+    turns it off for the whole process."""
+    import tensorflow as tf
+
+    assert not tf.config.experimental.tensor_float_32_execution_enabled()
+    assert evaluator.description["emulation"]["device"] in ("CPU", "GPU")  # rows of devices never mix
