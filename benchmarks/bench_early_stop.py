@@ -3,9 +3,9 @@ ever stopped a genome a full evaluation puts at or above the floor (or on the fr
 
 Re-scores every genome of a finished run folder (default: the auto headline run) with
 the staged rule, and compares with that run's full accuracies. Genomes that are not
-stopped are scored on every image, so their correct counts must equal the run's exactly
-(the scoring order and shards do not change a prediction). For the stopped ones, a
-sample is also scored in full to time what stopping saved. Seconds are stated in float
+stopped are scored on every image, and their correct counts are compared with the run's
+(scored then in another order and batch size). For the stopped ones, a sample is also
+scored in full, to time what stopping saved and to compare counts too. Seconds are stated in float
 passes: the float model on the same images, measured in this process.
 
     python benchmarks/bench_early_stop.py [--run experiments/headline/surrogate-b300-auto]
@@ -75,18 +75,16 @@ def main() -> None:
     out_rows = []
     for g in tqdm(genomes, desc="staged", unit="genome"):
         (o,) = score_genomes([g], count, n, rule, CHUNK)
-        if not o.stopped:
-            assert o.correct == round(full_acc[g] * n), (g, o.correct, full_acc[g])
         out_rows.append({"genome": ",".join(map(str, g)), "full_accuracy": full_acc[g], "stopped": int(o.stopped),
                          "images": o.n_images, "partial_accuracy": o.accuracy, "staged_s": o.seconds,
-                         "full_s": o.seconds if not o.stopped else None})
+                         "full_s": o.seconds if not o.stopped else None,
+                         "cached_correct": round(full_acc[g] * n), "full_correct_now": o.correct if not o.stopped else None})
     stopped = [r for r in out_rows if r["stopped"]]
     rng = np.random.default_rng(0)
     for r in tqdm([stopped[i] for i in rng.permutation(len(stopped))[: args.full_sample]], desc="full (sample)"):
         g = tuple(int(v) for v in r["genome"].split(","))
         (o,) = score_genomes([g], count, n, StoppingRule(None), CHUNK)
-        assert o.correct == round(full_acc[g] * n)
-        r["full_s"] = o.seconds
+        r["full_s"], r["full_correct_now"] = o.seconds, o.correct
 
     # The verdict: no stopped genome is at or above the floor, or on the run's front.
     front = [tuple(int(v) for v in r["genome_indices"].split(","))
@@ -99,6 +97,10 @@ def main() -> None:
     # full cost of the stopped genomes not timed in full: their sample's mean full/staged ratio
     ratio = np.mean([r["full_s"] / r["staged_s"] for r in timed_stopped]) if timed_stopped else np.nan
     full_est = np.array([r["full_s"] if r["full_s"] is not None else r["staged_s"] * ratio for r in out_rows])
+    # The run scored its images in another order and batches of 500: a prediction can only
+    # change where two logits tie to float32 rounding. Count where that changed a result.
+    rescored = [r for r in out_rows if r["full_correct_now"] is not None]
+    differ = [r for r in rescored if r["full_correct_now"] != r["cached_correct"]]
     summary = {
         "run": str(run), "genomes": len(out_rows), "search_images": n, "floor": floor,
         "rule": {"looks": list(LOOKS), "confidence": CONFIDENCE, "shard": CHUNK},
@@ -111,6 +113,9 @@ def main() -> None:
         "staged_s_mean": float(staged.mean()), "staged_float_passes_mean": float(staged.mean() / float_s),
         "full_s_mean_est": float(full_est.mean()), "full_float_passes_mean_est": float(full_est.mean() / float_s),
         "full_timed_stopped_sample": len(timed_stopped),
+        "full_counts_compared_with_the_run": len(rescored),
+        "full_counts_differing": [{"genome": r["genome"], "run": r["cached_correct"], "now": r["full_correct_now"]}
+                                  for r in differ],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

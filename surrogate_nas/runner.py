@@ -192,16 +192,20 @@ class Context:
     def close(self) -> None:
         self.pool.close()
 
-    def truth(self, run_id: str, budget: int, floor: float, early_stop: bool = True, on_new=None) -> TrueEvaluations:
-        """The budgeted true evaluations of one run on this context's search set."""
+    def score_many(self, genomes, stop_floor: float | None) -> list:
+        """Outcomes of `genomes` on the search set, on this context's workers, stopping each
+        once it is shown below `stop_floor` (None: every image)."""
         from surrogate_nas.early_stop import StoppingRule, score_genomes
         from surrogate_nas.evaluate import CHUNK
 
-        rule = StoppingRule(floor if early_stop else None)
-        n = self.evaluator.n_images
-        return TrueEvaluations(lambda genomes: score_genomes(genomes, self.pool, n, rule, CHUNK),
-                               self.evaluator.energy_model, self.cache, self.evaluator.fingerprint, run_id, budget, n,
-                               on_new, floor=floor, stop_floor=rule.floor, group=self.pool.workers)
+        return score_genomes(genomes, self.pool, self.evaluator.n_images, StoppingRule(stop_floor), CHUNK)
+
+    def truth(self, run_id: str, budget: int, floor: float, early_stop: bool = True, on_new=None) -> TrueEvaluations:
+        """The budgeted true evaluations of one run on this context's search set."""
+        stop_floor = floor if early_stop else None
+        return TrueEvaluations(lambda genomes: self.score_many(genomes, stop_floor), self.evaluator.energy_model,
+                               self.cache, self.evaluator.fingerprint, run_id, budget, self.evaluator.n_images,
+                               on_new, floor=floor, stop_floor=stop_floor, group=self.pool.workers)
 
     def accuracy_floor(self, config: SearchConfig, run_id: str) -> tuple[float, str]:
         """The configured floor, or all-exact search-set accuracy minus 15 pp (and why)."""
@@ -213,7 +217,7 @@ class Context:
         fp = self.evaluator.fingerprint
         record = self.cache.get(fp, exact)
         if record is None or not record.answers(None):
-            (o,) = self.truth(run_id, 1, 0.0, early_stop=False).score_many([exact])
+            (o,) = self.score_many([exact], None)
             record = self.cache.put(fp, exact, o.accuracy, self.evaluator.energy(exact), o.n_images, o.seconds, run_id)
         accuracy = record.accuracy
         return max(0.0, accuracy - FLOOR_BELOW_EXACT), (f"all-exact search-set accuracy {accuracy:.4f} - "
@@ -222,7 +226,7 @@ class Context:
     @classmethod
     def create(cls, model=None, data=None, catalog=None, cache=None, search_images: int = 2000,
                test_images: int | None = None, compensation: str = "auto", approximate: str = "conv",
-               quiet: bool = True, seed: int = 0) -> "Context":
+               quiet: bool = True, seed: int = 0, workers: int = 1, dask_scheduler: str | None = None) -> "Context":
         """The Python API's entry point: what `run` loads, from paths given here (None: from
         the environment or surrogate_nas.toml, as the CLI does). A model without a card
         is calibrated first."""
@@ -234,7 +238,7 @@ class Context:
         check_approximate(approximate, "approximate")
         paths = resolve_paths(multipliers=catalog, data=data, cache=cache, model=model)
         return cls(paths, search_images, test_images, seed=seed, quiet=quiet, compensation=compensation,
-                   approximate=approximate)
+                   approximate=approximate, workers=workers, dask_scheduler=dask_scheduler)
 
     def search(self, budget: int = 300, mode: str = "surrogate", out="experiments/runs", run_id: str | None = None,
                **settings) -> "RunResult":

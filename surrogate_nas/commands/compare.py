@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     ctx = Context(paths_from_args(args), base.search_images, base.test_images, compensation=base.compensation,
                   approximate=base.approximate, **workers)
     out = Path(args.out)
-    _, rows, notes = compare(ctx, methods, args.seeds, args.budget, args.full_budget, base, out)
+    try:
+        compare(ctx, methods, args.seeds, args.budget, args.full_budget, base, out)
+    finally:
+        ctx.close()
     print((out / "summary.md").read_text())
     print(f"plots: {out / 'hv_vs_evaluations.png'}, {out / 'fronts.png'}")
     return 0

@@ -140,8 +140,11 @@ def run(args: argparse.Namespace) -> int:
     workers = worker_settings(args)
     ctx = Context(paths_from_args(args), config.search_images, config.test_images, seed=0,
                   compensation=config.compensation, approximate=config.approximate, **workers)
-    result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume),
-                     resume_flag=f"--resume {args.resume}" if args.resume else None)
+    try:
+        result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume),
+                         resume_flag=f"--resume {args.resume}" if args.resume else None)
+    finally:
+        ctx.close()
     print(f"\nrun {result.run_id}: {len(result.evaluations)} true evaluations "
           f"({result.computed} computed, {result.cache_hits} from cache) in {result.seconds:.0f} s")
     print(f"Pareto front: {len(result.front)} assignments -> {result.run_dir}/front.csv, front.png, report.txt")
