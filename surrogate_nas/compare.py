@@ -193,12 +193,15 @@ def plot_comparison(out_dir: Path, runs: list[MethodRun], floor: float) -> None:
     plt.close(fig)
 
 
-def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base: SearchConfig, out_dir: Path, tag: str = "cmp") -> tuple[list[MethodRun], list[dict], list[str]]:
+def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base: SearchConfig, out_dir: Path,
+            tag: str = "cmp", only_seed: int | None = None) -> tuple[list[MethodRun], list[dict], list[str]]:
+    """`only_seed`: run that seed's methods only and write no tables (one process or machine
+    per seed; a final call without it reads every run back from the shared cache)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # A longer full-mode budget is one longer run: with the same seed its first `budget`
     # evaluations are exactly the shorter run, so HV at `budget` is read off its history.
     plan = [(m, s, max(budget, full_budget or 0) if m.startswith("full") else budget)
-            for s in range(seeds) for m in methods]
+            for s in range(seeds) for m in methods if only_seed is None or s == only_seed]
     # One floor for every method and seed (all-exact search-set accuracy - 15 pp by default),
     # so their hypervolumes share one reference point.
     floor, floor_source = ctx.accuracy_floor(base, f"{tag}-floor")
@@ -210,6 +213,8 @@ def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base
             runs.append(run_random(ctx, seed, b, tag, base, floor, out_dir))
         else:
             runs.append(run_optuna(ctx, seed, b, tag, base, floor, out_dir))
+    if only_seed is not None:
+        return runs, [], []
     rows = summarize(runs, tuple(n for n in CHECKPOINTS if n <= max(budget, full_budget or 0)) or (budget,))
     notes = [f"HV reference point: accuracy floor {floor:.4f} ({floor_source}), relative energy 1.0; "
              f"objectives on the search set ({len(ctx.evaluator.image_set.labels)} validation images)."]

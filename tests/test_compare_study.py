@@ -210,3 +210,23 @@ def test_full_seeded_starts_from_the_surrogate_seed_set(cli, tmp_path):
     assert all(e["reason"] == "seed" for e in seeded[:4]) and {e["reason"] for e in seeded[4:]} <= {"offspring"}
     assert len(seeded) == 10
     assert json.loads((out / "runs" / "cmp-full-seeded-b10-s0" / "config.json").read_text())["search"]["initial"] == "seed-set"
+
+
+def test_one_seed_per_process_then_the_tables(cli, tmp_path):
+    """--only-seed runs one seed's methods and writes no table; the call without it takes
+    those runs back from the shared cache and computes only the missing seed."""
+    out, cache = tmp_path / "cmp", tmp_path / "c"
+    flags = ["--budget", "6", "--seeds", "2", "--pop-size", "4", "--offspring-factor", "2", "--search-images", "20",
+             "--methods", "surrogate,random", "--out", str(out)]
+    r = cli("compare", *flags, "--only-seed", "1", cache=cache)
+    assert r.rc == 0, r.err
+    assert not (out / "summary.csv").exists()
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["cmp-random-b6-s1", "cmp-surrogate-b6-s1"]
+    r = cli("compare", *flags, cache=cache)
+    assert r.rc == 0, r.err
+    rows = {row["method"]: row for row in csv.DictReader(open(out / "summary.csv"))}
+    # seed 1 came back from the cache as this run id's own rows; seed 0 was computed now
+    assert {m: int(row["computed_total"]) + int(row["cache_hits_total"]) for m, row in rows.items()} == \
+        {"surrogate": 12, "random": 12}
+    r = cli("compare", *flags, "--only-seed", "2", cache=cache)
+    assert r.rc == 2 and "--only-seed: must be one of the seeds 0..1, got 2" in r.err

@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default="surrogate,full,random,optuna",
                    help="comma-separated subset of surrogate,full,full-seeded,random,optuna (full-seeded: full "
                         "mode started from surrogate mode's seed set, the seeding ablation)")
+    p.add_argument("--only-seed", type=int, default=None,
+                   help="run only this seed's methods, without tables (e.g. one seed per machine; then run "
+                        "again without it: finished runs come from the cache)")
     p.add_argument("--out", default="experiments/compare", help="output folder (default experiments/compare)")
     add_search_flags(p)
     add_worker_flags(p)
@@ -37,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.only_seed is not None and not 0 <= args.only_seed < args.seeds:
+        raise UserError(f"--only-seed: must be one of the seeds 0..{args.seeds - 1}, got {args.only_seed}")
     if args.full_budget is not None and args.full_budget < args.budget:
         raise UserError(f"--full-budget ({args.full_budget}) must be at least --budget ({args.budget})")
     args.mode = "surrogate"
@@ -47,9 +52,12 @@ def run(args: argparse.Namespace) -> int:
                   approximate=base.approximate, **workers)
     out = Path(args.out)
     try:
-        compare(ctx, methods, args.seeds, args.budget, args.full_budget, base, out)
+        compare(ctx, methods, args.seeds, args.budget, args.full_budget, base, out, only_seed=args.only_seed)
     finally:
         ctx.close()
+    if args.only_seed is not None:
+        print(f"seed {args.only_seed} done; run again without --only-seed to write the tables")
+        return 0
     print((out / "summary.md").read_text())
     print(f"plots: {out / 'hv_vs_evaluations.png'}, {out / 'fronts.png'}")
     return 0
