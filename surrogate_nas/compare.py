@@ -40,7 +40,7 @@ def _baseline_truth(ctx, method: str, seed: int, budget: int, tag: str, base: Se
     points: list = []
 
     def on_new(evaluation):
-        points.append([1.0 - evaluation.accuracy, evaluation.energy] if not evaluation.stopped else [1.0, 1.0])
+        points.append(evaluation.objectives)
         history.append((truth.used, hypervolume(np.array(points), truth.reference)))
 
     truth = ctx.truth(run_id, budget, floor, base.early_stop, on_new)

@@ -310,7 +310,7 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     front_points: list[list[float]] = []
 
     def on_new(evaluation):
-        front_points.append([1.0 - evaluation.accuracy, evaluation.energy])
+        front_points.append(evaluation.objectives)
         hv_history.append((truth.used, hypervolume(np.array(front_points), truth.reference)))
         bar.update(1)
         bar.set_postfix(hits=truth.cache_hits, hv=f"{hv_history[-1][1]:.4f}", gen=evaluation.generation)

@@ -139,6 +139,11 @@ class Evaluation:
     def stopped(self) -> bool:
         return self.below_floor is not None
 
+    @property
+    def objectives(self) -> list[float]:
+        """(1 - accuracy, energy) for the hypervolume; an early stop adds no volume."""
+        return [1.0, 1.0] if self.stopped else [1.0 - self.accuracy, self.energy]
+
 
 class TrueEvaluations:
     """Budgeted, cached, archived true evaluations: the only source of reported results.

@@ -21,9 +21,9 @@ CHECKPOINTS = (45, 100, 200, 300, 600, 900)
 def main() -> None:
     floor = json.loads((HERE / "runs" / RUNS["full"] / "config.json").read_text())["accuracy_floor"]["value"]
     ref = hv_reference(floor)
-    from surrogate_nas.report import plt
+    from surrogate_nas.report import plot_hv
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    curves = {}
     lines = [f"HV (search set, reference: accuracy floor {floor:.4f}, energy 1.0), seed 0", "",
              "| method | " + " | ".join(f"@{n}" for n in CHECKPOINTS) + " | stopped early |",
              "|---" * (len(CHECKPOINTS) + 2) + "|"]
@@ -35,16 +35,8 @@ def main() -> None:
         cells = [f"{hypervolume(points[:n], ref):.4f}" if len(points) >= n else "" for n in CHECKPOINTS]
         stopped = sum(1 for r in rows if r["below_floor"])
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {stopped} of {len(rows)} |")
-        ax.plot(range(1, len(points) + 1), [hypervolume(points[:n], ref) for n in range(1, len(points) + 1)],
-                label=method)
-    ax.set_xlabel("true evaluations")
-    ax.set_ylabel("hypervolume (500-image search set)")
-    ax.set_title(f"seeding ablation, seed 0 (reference: accuracy floor {floor:.3f}, energy 1.0)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(HERE / "ablation.png", dpi=120)
-    plt.close(fig)
+        curves[method] = [(n, hypervolume(points[:n], ref)) for n in range(1, len(points) + 1)]
+    plot_hv(HERE / "ablation.png", curves, ref, "seeding ablation, seed 0 (500-image search set)")
     (HERE / "ablation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
