@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from surrogate_nas.axconv import GATHER_RANK_THRESHOLD, ax_conv2d, decompose
 from surrogate_nas.config import resolve_paths
-from surrogate_nas.model import DEFAULT_WIDTHS, POOL_AFTER
-from surrogate_nas.multipliers import load_catalog
+from surrogate_nas.emulation.decomposition import decompose
+from surrogate_nas.emulation.ops import GATHER_RANK_THRESHOLD, ax_conv2d
+from surrogate_nas.multipliers.catalog import load_catalog
+from surrogate_nas.network.architectures import DEFAULT_WIDTHS, POOL_AFTER
 
 
 def layer_shapes(widths=DEFAULT_WIDTHS):

@@ -25,9 +25,15 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from surrogate_nas.config import resolve_paths
-from surrogate_nas.early_stop import CONFIDENCE, FLOOR_BELOW_EXACT, LOOKS, StoppingRule, score_genomes
-from surrogate_nas.evaluate import CHUNK
-from surrogate_nas.runner import Context
+from surrogate_nas.evaluation.early_stop import (
+    CONFIDENCE,
+    LOOKS,
+    StoppingRule,
+    score_genomes,
+)
+from surrogate_nas.evaluation.evaluator import CHUNK
+from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.workflows.context import Context
 
 
 def float_pass_seconds(ctx, repeats: int = 3) -> float:
@@ -66,7 +72,7 @@ def main() -> None:
         raise SystemExit(f"{run}: its evaluator differs from the configured one; cannot compare")
     n = ctx.evaluator.n_images
     exact = (ctx.exact_index,) * len(ctx.evaluator.layers)
-    floor = full_acc[exact] - FLOOR_BELOW_EXACT
+    floor = full_acc[exact] - SearchConfig().floor_below_exact
     rule = StoppingRule(floor)
     count = ctx.pool
     float_s = float_pass_seconds(ctx)

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import argparse
 import resource
-from pathlib import Path
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from surrogate_nas.config import resolve_paths
-from surrogate_nas.evaluate import Evaluator, top1
-from surrogate_nas.session import ensure_model, load_catalog_from, load_data_from
+from surrogate_nas.evaluation.evaluator import Evaluator
+from surrogate_nas.evaluation.inputs import (
+    ensure_model,
+    load_catalog_from,
+    load_data_from,
+)
+from surrogate_nas.network.measure import top1
 
 
 def main() -> None:
@@ -45,7 +50,7 @@ def main() -> None:
     float_acc = top1(float_fn, images, labels)
     print(f"float model: {time.perf_counter() - start:.2f} s, accuracy {float_acc:.4f} ({len(labels)} images)")
 
-    exact = (catalog.index(catalog.exact.name),) * 5
+    exact = (catalog.exact_index,) * 5
     evaluator.score(exact)  # trace
     s = evaluator.score(exact)
     print(f"all-exact tables: {s.seconds:.2f} s, accuracy {s.accuracy:.4f}")

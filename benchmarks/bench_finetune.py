@@ -18,13 +18,18 @@ import keras
 import numpy as np
 
 from surrogate_nas.config import resolve_paths
-from surrogate_nas.data import make_splits
-from surrogate_nas.evaluate import Evaluator, calibration_set, select_images
-from surrogate_nas.finetune import BATCH, DEFAULT_LR, finetune_design, training_subset
+from surrogate_nas.data.splits import make_splits, training_subset
+from surrogate_nas.evaluation.evaluator import Evaluator
+from surrogate_nas.evaluation.images import calibration_set, select_images
+from surrogate_nas.evaluation.inputs import (
+    ensure_model,
+    load_catalog_from,
+    load_data_from,
+)
 from surrogate_nas.genome import parse_genome
-from surrogate_nas.modelcard import read_card
-from surrogate_nas.session import ensure_model, load_catalog_from, load_data_from
-from surrogate_nas.train import augment_dataset
+from surrogate_nas.network.card import read_card
+from surrogate_nas.network.training import augment_dataset
+from surrogate_nas.workflows.finetune import BATCH, DEFAULT_LR, finetune_design
 
 
 def float_epoch_seconds(model_path: Path, x: np.ndarray, y: np.ndarray) -> float:

@@ -17,10 +17,18 @@ import time
 from pathlib import Path
 
 from surrogate_nas.config import resolve_paths
-from surrogate_nas.early_stop import FLOOR_BELOW_EXACT, StoppingRule, score_genomes
-from surrogate_nas.evaluate import CHUNK
-from surrogate_nas.parallel import EvaluatorSpec, JoblibWorkers, threads_per_worker
-from surrogate_nas.runner import Context
+from surrogate_nas.evaluation.early_stop import (
+    StoppingRule,
+    score_genomes,
+)
+from surrogate_nas.evaluation.evaluator import CHUNK
+from surrogate_nas.evaluation.workers import (
+    EvaluatorSpec,
+    JoblibWorkers,
+    threads_per_worker,
+)
+from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.workflows.context import Context
 
 
 def timed(genomes, pool, n, rule, group) -> tuple[list, float]:
@@ -48,7 +56,7 @@ def main() -> None:
     ctx = Context(paths, search["search_images"], None, quiet=True, compensation=search["compensation"])
     ev = ctx.evaluator
     exact = (ctx.exact_index,) * len(ev.layers)
-    rule = StoppingRule(ev.accuracy(exact) - FLOOR_BELOW_EXACT)
+    rule = StoppingRule(ev.accuracy(exact) - SearchConfig().floor_below_exact)
     timed([exact], ctx.pool, ev.n_images, rule, 1)  # trace
     serial, serial_s = timed(genomes, ctx.pool, ev.n_images, rule, args.group)
 

@@ -12,48 +12,33 @@ Python, e.g. in a notebook (a model without a card is calibrated first)::
     print(evaluator.layer_names)                         # one gene per approximable layer
     genome = [catalog.index("mul8u_1JFF")] * len(evaluator.layers)
     print(evaluator.score(genome))                       # accuracy on the search set, relative energy
-    result = ctx.search(budget=100, out="experiments/runs")  # surrogate-assisted NSGA-II, cached
+    result = sn.run_search(ctx, budget=100, out="experiments/runs")  # surrogate-assisted NSGA-II, cached
     for point in result.front:                           # true accuracies, by energy
         print(f"{point.energy:.3f} {point.accuracy:.4f}", sn.genome_names(point.genome, catalog))
 
 Lower down: `load_catalog`, `load_images` + `Evaluator.from_paths` (one evaluator without a
-cache), `SearchConfig` + `execute` (what `ctx.search` calls), `calibrate_model`,
+cache), `SearchConfig` + `execute` (what `run_search` calls), `calibrate_model`,
 `build_approx_model` (the twin of a Keras model), `summarize` (a run folder's headline numbers).
 Names are imported on first use, so `import surrogate_nas` stays fast.
 """
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "Context": "surrogate_nas.runner",
-    "execute": "surrogate_nas.runner",
-    "RunResult": "surrogate_nas.runner",
-    "SearchConfig": "surrogate_nas.search",
-    "Evaluator": "surrogate_nas.evaluate",
-    "load_catalog": "surrogate_nas.multipliers",
-    "load_images": "surrogate_nas.data",
-    "make_splits": "surrogate_nas.data",
-    "calibrate_model": "surrogate_nas.calibrate",
-    "build_approx_model": "surrogate_nas.model",
-    "approximable_layers": "surrogate_nas.model",
-    "genome_names": "surrogate_nas.genome",
-    "parse_genome": "surrogate_nas.genome",
-    "summarize": "surrogate_nas.summary",
-    "UserError": "surrogate_nas.errors",
-}
+from surrogate_nas._lazy import lazy_face
 
-__all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'surrogate_nas' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__, _names = lazy_face(__name__, {
+    "workflows.context": ["Context"],
+    "workflows.run": ["execute", "run_search", "RunResult"],
+    "search.config": ["SearchConfig"],
+    "evaluation.evaluator": ["Evaluator"],
+    "multipliers.catalog": ["load_catalog"],
+    "data.datasets": ["load_images"],
+    "data.splits": ["make_splits"],
+    "network.calibrate": ["calibrate_model"],
+    "network.twin": ["build_approx_model"],
+    "network.layers": ["approximable_layers"],
+    "genome": ["genome_names", "parse_genome"],
+    "results.summary": ["summarize"],
+    "errors": ["UserError"],
+})
+__all__ = ["__version__", *_names]

@@ -1,3 +1,3 @@
-from surrogate_nas.cli import main
+from surrogate_nas.cli.main import main
 
 raise SystemExit(main())

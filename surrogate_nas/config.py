@@ -18,6 +18,7 @@ CONFIG_NAME = "surrogate_nas.toml"
 KEYS = ("multipliers", "data", "cache", "model")
 ENV = {key: f"SURROGATE_NAS_{key.upper()}" for key in KEYS}
 FLAGS = {"multipliers": "--catalog", "data": "--data", "cache": "--cache", "model": "--model"}
+DEFAULT_TRAIN_EPOCHS = 40  # `train`, and a first run on a model that does not exist yet
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,22 @@ def require(path: Path | None, key: str, what: str) -> Path:
     if not path.exists():
         raise UserError(f"{flag} {path}: {what} not found")
     return path
+
+
+def project_root(paths: Paths | None = None) -> Path:
+    """What recorded paths are relative to: the folder of the config file, else the
+    working directory."""
+    config_file = paths.config_file if paths is not None else find_config_file()
+    return (config_file.parent if config_file else Path.cwd()).resolve()
+
+
+def portable(path: str | Path, root: Path) -> str:
+    """`path` as a run record stores it: relative to the project root (with `/`), so that a
+    record that is moved, shared or committed exposes no folder of the machine that made it."""
+    return Path(os.path.relpath(Path(path).resolve(), root)).as_posix()
+
+
+def from_record(text: str, root: Path) -> Path:
+    """A path a record stored (relative to the project root, or absolute in old records)."""
+    path = Path(text)
+    return path if path.is_absolute() else root / path

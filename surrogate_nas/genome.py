@@ -85,3 +85,11 @@ def format_layers(genome: Sequence[int], catalog, methods: Sequence[str] | None 
                      + ("" if info is None else f" [{info.name}]"))
     return "\n".join(lines)
 
+
+APPROXIMATE = ("conv", "conv+dense")
+
+
+def check_approximate(value: str, flag: str = "--approximate") -> str:
+    if value not in APPROXIMATE:
+        raise UserError(f"{flag}: expected one of {', '.join(APPROXIMATE)}, got {value!r}")
+    return value

@@ -100,7 +100,7 @@ def single_threaded_openmp():
 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Project:
-    from surrogate_nas.training_job import train_and_save
+    from surrogate_nas.network.training import train_and_save
 
     root = tmp_path_factory.mktemp("project")
     catalog = write_catalog(root / "catalog")
@@ -116,21 +116,21 @@ def project(tmp_path_factory) -> Project:
 
 @pytest.fixture(scope="session")
 def catalog(project):
-    from surrogate_nas.multipliers import load_catalog
+    from surrogate_nas.multipliers.catalog import load_catalog
 
     return load_catalog(project.catalog)
 
 
 @pytest.fixture(scope="session")
 def dataset(project):
-    from surrogate_nas.data import load_cifar10
+    from surrogate_nas.data.datasets import load_cifar10
 
     return load_cifar10(project.data, cache_dir=project.cache, progress=False)
 
 
 @pytest.fixture(scope="session")
 def card(project):
-    from surrogate_nas.modelcard import read_card
+    from surrogate_nas.network.card import read_card
 
     return read_card(project.model)
 
@@ -143,8 +143,10 @@ def float_model(project):
 
 
 def make_evaluator(float_model, card, catalog, dataset, n_images=20, batch_size=None, split="validation"):
-    from surrogate_nas.data import make_splits
-    from surrogate_nas.evaluate import EVAL_BATCH, Evaluator, select_images
+    from surrogate_nas.data.splits import make_splits
+    from surrogate_nas.evaluation.evaluator import Evaluator
+    from surrogate_nas.evaluation.images import select_images
+    from surrogate_nas.network.measure import EVAL_BATCH
 
     image_set = select_images(make_splits(dataset, seed=0), dataset.source_hash, split, n_images, 0)
     return Evaluator(float_model, card, catalog, image_set, batch_size=batch_size or EVAL_BATCH)

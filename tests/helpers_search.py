@@ -1,6 +1,6 @@
 """Turn a per-genome accuracy function into TrueEvaluations' batch scorer."""
 
-from surrogate_nas.early_stop import Outcome
+from surrogate_nas.evaluation.early_stop import Outcome
 
 
 def many(scorer, n_images: int = 20):

@@ -209,7 +209,8 @@ def randomize_batchnorm(model, seed=0):
 @pytest.fixture(scope="module")
 def nets(project, tmp_path_factory):
     """Both networks, briefly trained on their data and saved without a card."""
-    from surrogate_nas.data import load_images, make_splits
+    from surrogate_nas.data.datasets import load_images
+    from surrogate_nas.data.splits import make_splits
 
     root = tmp_path_factory.mktemp("any")
     gray = write_gray_dataset(root / "gray")
@@ -257,7 +258,9 @@ def test_gray_five_class_image_folder(nets):
 def test_twin_matches_numpy(build, spec, forward, shape, classes):
     """Float network and twin (exact table, then approximate tables, conv and conv+dense)
     against the numpy reference: every approximable layer on its own input, and end to end."""
-    from surrogate_nas.model import approx_layers, build_approx_model, calibrate_input_ranges, approximable_layers
+    from surrogate_nas.network.layers import approx_layers, approximable_layers
+    from surrogate_nas.network.measure import calibrate_input_ranges
+    from surrogate_nas.network.twin import build_approx_model
 
     model = build(shape, classes, seed=1)
     randomize_batchnorm(model)
@@ -305,7 +308,9 @@ def test_sequential_model_and_saved_twin():
     """A Sequential network works as well, and its twin (AxConv2D, AxDense, the folded
     BatchNorm's pass-through) saves and loads to the same outputs."""
     import surrogate_nas.axconv  # noqa: F401  (registers the layers)
-    from surrogate_nas.model import approx_layers, approximable_layers, build_approx_model, calibrate_input_ranges
+    from surrogate_nas.network.layers import approx_layers, approximable_layers
+    from surrogate_nas.network.measure import calibrate_input_ranges
+    from surrogate_nas.network.twin import build_approx_model
 
     model = keras.Sequential([keras.Input((12, 12, 3)), L.Rescaling(1 / 255), L.Conv2D(4, 3, use_bias=False, name="a"),
                               L.BatchNormalization(name="bn"), L.ReLU(), L.Conv2D(6, 3, strides=2, name="b"),
@@ -338,7 +343,7 @@ def test_sequential_model_and_saved_twin():
 
 def test_dense_on_rank3_input_is_row_wise():
     """AxDense, like Dense, maps the last axis: each position is one row of the reference."""
-    from surrogate_nas.axconv import AxDense
+    from surrogate_nas.emulation.layers import AxDense
 
     rng = np.random.default_rng(2)
     dense = L.Dense(5, name="d")
@@ -396,7 +401,8 @@ def _nested():
      r"input shape \(None, None, 3\); expected a fixed"),
 ])
 def test_unsupported_layers_are_one_line_errors(make, pattern):
-    from surrogate_nas.model import approximable_layers, build_approx_model
+    from surrogate_nas.network.layers import approximable_layers
+    from surrogate_nas.network.twin import build_approx_model
 
     model = make()
     with pytest.raises(UserError, match=pattern) as err:
@@ -407,7 +413,8 @@ def test_unsupported_layers_are_one_line_errors(make, pattern):
 
 
 def test_already_approximate_model_is_refused():
-    from surrogate_nas.model import approximable_layers, build_approx_model
+    from surrogate_nas.network.layers import approximable_layers
+    from surrogate_nas.network.twin import build_approx_model
 
     model = _seq(L.ReLU())
     twin = build_approx_model(model)
@@ -495,8 +502,8 @@ def _evaluate_json(cli, nets, genome, *extra):
 
 def _run_both_modes_and_export(cli, nets, name, n_layers, tmp_path):
     import surrogate_nas.axconv  # noqa: F401  (registers AxConv2D with Keras)
-    from surrogate_nas.data import make_splits
-    from surrogate_nas.evaluate import select_images
+    from surrogate_nas.data.splits import make_splits
+    from surrogate_nas.evaluation.images import select_images
 
     net = nets[name]
     names = json.loads(net["path"].with_suffix(".json").read_text())["layer_names"][:n_layers]

@@ -20,8 +20,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from surrogate_nas import axconv
-from surrogate_nas.axconv import AxConv2D, ax_conv2d, decompose
+from surrogate_nas.emulation import ops as axconv_ops
+from surrogate_nas.emulation import quantization as axconv_q
+from surrogate_nas.emulation.decomposition import decompose
+from surrogate_nas.emulation.layers import AxConv2D
+from surrogate_nas.emulation.ops import ax_conv2d
 
 try:  # OpenBLAS spinning threads make each 256x256 SVD ~100x slower on a busy 2-core box
     from threadpoolctl import threadpool_limits
@@ -175,10 +178,10 @@ def test_library_nudge_and_codes_match_reference_bitwise():
                (-2.5 / 64, 252.5 / 64), (-0.5 / 64, 254.5 / 64), (-1e-3, 1e3)]
     for lo, hi in ranges:
         q = ref_nudge(lo, hi)
-        scale, inv, nudged_min, zp = (float(t) for t in axconv.nudge(tf.constant(lo), tf.constant(hi)))
+        scale, inv, nudged_min, zp = (float(t) for t in axconv_q.nudge(tf.constant(lo), tf.constant(hi)))
         assert (scale, inv, nudged_min, zp) == (float(q.scale), float(q.inv), float(q.nudged_min), q.zero_point), (lo, hi)
         v = np.concatenate([rng.uniform(lo - 0.5, hi + 0.5, size=64), [lo, hi, 0.0]]).astype(F32)
-        codes = axconv.quantize_codes(tf.constant(v), *axconv.nudge(tf.constant(lo), tf.constant(hi))[1:], scale)
+        codes = axconv_q.quantize_codes(tf.constant(v), *axconv_q.nudge(tf.constant(lo), tf.constant(hi))[1:], scale)
         np.testing.assert_array_equal(codes.numpy(), ref_codes(v, q), err_msg=str((lo, hi)))
 
 
@@ -196,7 +199,7 @@ def test_zero_point_rounds_half_away_from_zero():
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 def test_geometry_matches_tensorflow_for_strides_1_and_2(size, k, stride, padding):
     out, offset = ref_geometry(size, k, stride, padding)
-    lib_out, before, _after = axconv.output_geometry(size, k, stride, padding)
+    lib_out, before, _after = axconv_q.output_geometry(size, k, stride, padding)
     assert (lib_out, before) == (out, offset)
     tf_out = tf.nn.conv2d(tf.zeros([1, size, 1, 1]), tf.zeros([k, 1, 1, 1]), [1, stride, 1, 1], padding).shape[1]
     assert out == tf_out
@@ -277,7 +280,7 @@ def test_low_rank_tables(seed):
 @pytest.fixture(scope="module")
 def catalog():
     from surrogate_nas.config import resolve_paths
-    from surrogate_nas.multipliers import load_catalog
+    from surrogate_nas.multipliers.catalog import load_catalog
 
     path = resolve_paths().multipliers
     if path is None or not path.exists():
@@ -419,7 +422,7 @@ def test_accepts_lut_as_path_and_entry_and_4_strides(tmp_path):
 def fresh_core(monkeypatch):
     """Spy on which error path is traced (the compiled functions are cached per path)."""
     calls = {"factor": 0, "gathered": 0}
-    real_factor, real_gathered = axconv.factor_error, axconv.gathered_error
+    real_factor, real_gathered = axconv_ops.factor_error, axconv_ops.gathered_error
 
     def factor(*args, **kwargs):
         calls["factor"] += 1
@@ -429,17 +432,17 @@ def fresh_core(monkeypatch):
         calls["gathered"] += 1
         return real_gathered(*args, **kwargs)
 
-    monkeypatch.setattr(axconv, "factor_error", factor)
-    monkeypatch.setattr(axconv, "gathered_error", gathered)
-    axconv._core_fn.cache_clear()
+    monkeypatch.setattr(axconv_ops, "factor_error", factor)
+    monkeypatch.setattr(axconv_ops, "gathered_error", gathered)
+    axconv_ops._core_fn.cache_clear()
     yield calls
-    axconv._core_fn.cache_clear()
+    axconv_ops._core_fn.cache_clear()
 
 
 @pytest.mark.parametrize("threshold,path", [(0, "gathered"), (10**6, "factor")])
 @pytest.mark.parametrize("kind", ["random", "near_exact", "low_rank", "row0"])
 def test_factor_and_gathered_paths(monkeypatch, fresh_core, threshold, path, kind):
-    monkeypatch.setattr(axconv, "GATHER_RANK_THRESHOLD", threshold)
+    monkeypatch.setattr(axconv_ops, "GATHER_RANK_THRESHOLD", threshold)
     seed = {"random": 400, "near_exact": 401, "low_rank": 402, "row0": 403}[kind]
     lut = {
         "random": lambda: random_lut(seed),
@@ -456,7 +459,7 @@ def test_factor_and_gathered_paths(monkeypatch, fresh_core, threshold, path, kin
 
 def test_factor_path_is_chunked_over_components(monkeypatch):
     """A tiny chunk budget forces one component per while-loop iteration."""
-    monkeypatch.setattr(axconv, "GATHER_RANK_THRESHOLD", 10**6)
+    monkeypatch.setattr(axconv_ops, "GATHER_RANK_THRESHOLD", 10**6)
     x, kernel, strides, padding = random_case(410)
     lut = near_exact_lut(410)
     ref = ref_conv(x, kernel, lut, strides, padding)
@@ -703,7 +706,7 @@ def test_from_conv2d_rejects_dilation():
 
 def test_from_conv2d_with_high_rank_multiplier_uses_copied_weights(tmp_path, monkeypatch):
     """The gathered path's per-tap table must be built from the copied kernel."""
-    monkeypatch.setattr(axconv, "GATHER_RANK_THRESHOLD", 0)
+    monkeypatch.setattr(axconv_ops, "GATHER_RANK_THRESHOLD", 0)
     lut = random_lut(722)
     path = tmp_path / "rand.bin"
     path.write_bytes(lut.astype("<u2").tobytes())
@@ -718,7 +721,7 @@ def test_from_conv2d_with_high_rank_multiplier_uses_copied_weights(tmp_path, mon
 
 
 def test_set_multiplier_swaps_without_retracing(monkeypatch):
-    monkeypatch.setattr(axconv, "GATHER_RANK_THRESHOLD", 48)
+    monkeypatch.setattr(axconv_ops, "GATHER_RANK_THRESHOLD", 48)
     inputs = keras.Input(shape=(6, 6, 2))
     layer = AxConv2D(3, 3, padding="same", quantization="batch", activation="relu")
     model = keras.Model(inputs, layer(inputs))
@@ -730,13 +733,13 @@ def test_set_multiplier_swaps_without_retracing(monkeypatch):
     kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
     low = low_rank_lut(732, 4)
     high = random_lut(733)
-    assert decompose(high).rank > axconv.GATHER_RANK_THRESHOLD >= decompose(low).rank
+    assert decompose(high).rank > axconv_ops.GATHER_RANK_THRESHOLD >= decompose(low).rank
     steps = [("exact", None, EXACT_LUT), ("low", low, low), ("high", high, high), ("low again", low, low),
              ("near exact", near_exact_lut(734), near_exact_lut(734)), ("high again", high, high), ("exact again", None, EXACT_LUT)]
     for name, given, table in steps:
         if name != "exact":
             layer.set_multiplier(given)
-        gathered = decompose(table).rank > axconv.GATHER_RANK_THRESHOLD
+        gathered = decompose(table).rank > axconv_ops.GATHER_RANK_THRESHOLD
         assert bool(layer._tables.use_table.numpy()) == gathered, name
         assert layer.rank == decompose(table).rank
         got = fn(x_t).numpy()
@@ -748,7 +751,7 @@ def test_set_multiplier_swaps_without_retracing(monkeypatch):
 def test_high_rank_multiplier_set_before_build_follows_the_weights(monkeypatch):
     """The gathered path's per-tap table is rebuilt for whatever kernel the layer has
     when it runs, however the weights got there."""
-    monkeypatch.setattr(axconv, "GATHER_RANK_THRESHOLD", 48)
+    monkeypatch.setattr(axconv_ops, "GATHER_RANK_THRESHOLD", 48)
     lut = random_lut(740)
     layer = AxConv2D(2, 3, padding="same", quantization="batch")
     layer.set_multiplier(lut)
@@ -792,7 +795,7 @@ def test_get_config_from_config_round_trip(tmp_path):
 )
 def test_model_save_and_load(tmp_path, table):
     lut = low_rank_lut(760, 4) if table == "low_rank" else random_lut(760)
-    assert (decompose(lut).rank > axconv.GATHER_RANK_THRESHOLD) == (table == "high_rank")
+    assert (decompose(lut).rank > axconv_ops.GATHER_RANK_THRESHOLD) == (table == "high_rank")
     path = tmp_path / "mult.bin"
     path.write_bytes(lut.astype("<u2").tobytes())
     inputs = keras.Input(shape=(6, 6, 2))

@@ -14,11 +14,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import CIRCUITS, POWERS, write_catalog
+from conftest import CIRCUITS, write_catalog
 
-from surrogate_nas.cache import EvalCache
+from surrogate_nas.evaluation.cache import EvalCache
 
 EXACT5 = "exact,exact,exact,exact,exact"
 SEARCH = ["--search-images", "20", "--test-images", "20", "--pop-size", "4", "--budget", "6"]
@@ -318,7 +317,7 @@ def test_bad_input(case, cli, project, bad, tmp_path, monkeypatch):
 
 def test_cache_locked_longer_than_the_timeout(cli, tmp_path, monkeypatch):
     """Another process holds the write lock past the busy timeout: one line naming the file."""
-    from surrogate_nas import cache as cache_module
+    from surrogate_nas.evaluation import cache as cache_module
 
     monkeypatch.setattr(cache_module, "BUSY_TIMEOUT_S", 0.5)
     db = tmp_path / "cache" / "evaluations.sqlite"

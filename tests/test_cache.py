@@ -19,16 +19,16 @@ import numpy as np
 import pytest
 
 from surrogate_nas import cli
-from surrogate_nas.cache import (
+from surrogate_nas.errors import UserError
+from surrogate_nas.evaluation.cache import (
     CACHE_FILE_NAME,
     SCHEMA_VERSION,
     EvalCache,
     Record,
     canonical_json,
     default_cache_file,
-    genome_key,
 )
-from surrogate_nas.errors import UserError
+from surrogate_nas.genome import genome_key
 
 FP_A = hashlib.sha256(b"model a, 100 images").hexdigest()
 FP_B = hashlib.sha256(b"model b, 100 images").hexdigest()
@@ -172,7 +172,7 @@ def test_export_csv(db, tmp_path):
 WRITER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from surrogate_nas.cache import EvalCache
+    from surrogate_nas.evaluation.cache import EvalCache
     path, wid, go, fp = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     cache = EvalCache(path)
     while not go.exists():
@@ -216,7 +216,7 @@ def test_concurrent_processes_write_same_file(db, tmp_path):
 KILLED = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from surrogate_nas.cache import EvalCache
+    from surrogate_nas.evaluation.cache import EvalCache
     cache = EvalCache(Path(sys.argv[1]))
     for i in range(100000):
         g = (i % 20, (i // 20) % 20, i // 400, 1, 2)

@@ -7,11 +7,18 @@ import json
 
 import numpy as np
 import pytest
-from test_axconv import _layer_reference, _set_weights, assert_close, fake_quant, ref_codes, ref_nudge
+from test_axconv import (
+    _layer_reference,
+    _set_weights,
+    assert_close,
+    fake_quant,
+    ref_codes,
+    ref_nudge,
+)
 
-from surrogate_nas import compensation as comp
-from surrogate_nas.axconv import AxConv2D
-from surrogate_nas.summary import choose_within
+from surrogate_nas.emulation.layers import AxConv2D
+from surrogate_nas.multipliers import compensation as comp
+from surrogate_nas.results.summary import choose_within
 
 F32 = np.float32
 A = np.arange(256)

@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from surrogate_nas import data as D
-from surrogate_nas.data import CLASSES, Cifar10, load_cifar10, make_splits, search_subset
+from surrogate_nas.data import datasets as D
+from surrogate_nas.data import readers
+from surrogate_nas.data.datasets import Cifar10, load_cifar10
+from surrogate_nas.data.readers import CLASSES
+from surrogate_nas.data.splits import make_splits, search_subset
 from surrogate_nas.errors import UserError
 
 N_TRAIN_PER_BATCH, N_TEST = 20, 10  # official layout: 5 batches of 20 -> 100 train images
@@ -40,7 +43,7 @@ def _write_official(root):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     xs, ys = [], []
-    for i, name in enumerate(D.OFFICIAL_FILES):
+    for i, name in enumerate(readers.OFFICIAL_FILES):
         n = N_TEST if name == "test_batch" else N_TRAIN_PER_BATCH
         x = _random_images(n, seed=i)
         y = [(j + i) % 10 for j in range(n)]
@@ -314,7 +317,7 @@ def test_cache_is_written_and_reused_without_decoding(png_folder, tmp_path, monk
     def no_decoding(*args):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(D, "_decode_image", no_decoding)
+    monkeypatch.setattr(readers, "_decode_image", no_decoding)
     second = load_cifar10(archive, cache_dir=cache, progress=False)
     _assert_arrays(second, *arrays)
     assert second.source == first.source and second.source_hash == first.source_hash

@@ -10,9 +10,14 @@ import pytest
 from conftest import EXACT_INDEX
 from scipy.stats import binom
 
-from surrogate_nas.cache import EvalCache
-from surrogate_nas.early_stop import Outcome, StoppingRule, score_genomes, upper_bound
-from surrogate_nas.search import TrueEvaluations
+from surrogate_nas.evaluation.cache import EvalCache
+from surrogate_nas.evaluation.early_stop import (
+    Outcome,
+    StoppingRule,
+    score_genomes,
+    upper_bound,
+)
+from surrogate_nas.search.truth import TrueEvaluations
 
 
 @pytest.mark.parametrize("correct,n,alpha", [(25, 250, 0.001), (0, 250, 0.0005), (170, 500, 1e-4), (249, 250, 0.01)])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import EXACT_INDEX, POWERS, make_evaluator
 
-from surrogate_nas.evaluate import Evaluator
+from surrogate_nas.evaluation.evaluator import Evaluator
 
 EXACT5 = "exact,exact,exact,exact,exact"
 
@@ -192,7 +192,7 @@ def test_uniform_genome_energy_is_power_ratio(evaluator):
 
 
 def test_all_exact_energy_is_exactly_one(evaluator, catalog, card):
-    from surrogate_nas.energy import EnergyModel
+    from surrogate_nas.evaluation.energy import EnergyModel
 
     assert evaluator.energy((EXACT_INDEX,) * 5) == 1.0
     model = EnergyModel.from_catalog(card["macs_per_layer"][:5], catalog)
@@ -242,8 +242,8 @@ def test_fingerprint_changes_with_what_changes_an_accuracy(float_model, card, ca
     import keras
     from conftest import write_catalog
 
-    from surrogate_nas import evaluate as evaluate_module
-    from surrogate_nas.multipliers import load_catalog
+    from surrogate_nas.evaluation import evaluator as evaluate_module
+    from surrogate_nas.multipliers.catalog import load_catalog
 
     base = evaluator.fingerprint
     assert make_evaluator(float_model, card, catalog, dataset).fingerprint == base  # same inputs, same key
@@ -253,7 +253,7 @@ def test_fingerprint_changes_with_what_changes_an_accuracy(float_model, card, ca
     assert make_evaluator(other, card, catalog, dataset).fingerprint != base
 
     # one pixel of one search-set image, with everything else (source hash, indices) equal
-    from surrogate_nas.data import make_splits
+    from surrogate_nas.data.splits import make_splits
 
     val_idx = make_splits(dataset, seed=0).val_idx
     image = val_idx[evaluator.image_set.indices[0]]

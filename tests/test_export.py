@@ -14,7 +14,8 @@ def test_export_round_trips_exactly(cli, tmp_path, project):
     import keras
 
     import surrogate_nas.axconv  # noqa: F401  (registers AxConv2D with Keras)
-    from surrogate_nas.data import load_cifar10, make_splits
+    from surrogate_nas.data.datasets import load_cifar10
+    from surrogate_nas.data.splits import make_splits
 
     cache = tmp_path / "cache"
     r = cli("run", "--mode", "full", "--budget", "8", "--pop-size", "4", "--search-images", "20", "--no-test",
@@ -32,7 +33,7 @@ def test_export_round_trips_exactly(cli, tmp_path, project):
     # an independent load, scored on the run's search images, gives the same accuracy
     model = keras.models.load_model(out, compile=False)
     config = json.loads((tmp_path / "runs" / "e" / "config.json").read_text())
-    from surrogate_nas.evaluate import select_images
+    from surrogate_nas.evaluation.images import select_images
 
     data = load_cifar10(project.data, cache_dir=cache)
     images = select_images(make_splits(data, seed=0), data.source_hash, "validation", config["search"]["search_images"])

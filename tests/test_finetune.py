@@ -52,7 +52,8 @@ def test_saved_design_reproduces_reported_accuracy(finetuned, project):
     import keras
 
     import surrogate_nas.axconv  # noqa: F401  (registers AxConv2D with Keras)
-    from surrogate_nas.data import load_cifar10, make_splits
+    from surrogate_nas.data.datasets import load_cifar10
+    from surrogate_nas.data.splits import make_splits
 
     _, run = finetuned
     row = read_csv(run / "finetune" / "finetune.csv")[0]
@@ -61,7 +62,8 @@ def test_saved_design_reproduces_reported_accuracy(finetuned, project):
     logits = model(splits.x_val.astype(np.float32), training=False).numpy()
     assert np.mean(np.argmax(logits, axis=1) == splits.y_val) == pytest.approx(float(row["validation_after"]), abs=1e-12)
     card = json.loads((run / "finetune" / "design-1.json").read_text())
-    assert card["genome_indices"] == row["genome_indices"] and card["source_run"] == str(run)
+    # recorded relative to the project root (here the working directory of the run), not absolute
+    assert card["genome_indices"] == row["genome_indices"] and card["source_run"] == "runs/r"
 
 
 def test_run_finetune_top_adds_after_finetuning_to_summary(cli, tmp_path):
@@ -78,7 +80,7 @@ def test_run_finetune_top_adds_after_finetuning_to_summary(cli, tmp_path):
 
 
 def test_untuned_points_stay_candidates_of_the_validation_choice(tmp_path, catalog):
-    from surrogate_nas.finetune import FinetuneResult, write_results
+    from surrogate_nas.workflows.finetune import FinetuneResult, write_results
 
     exact = {"validation_accuracy": 0.80, "test_accuracy": 0.80}
     front = [{"genome": "a", "genome_indices": (0, 0, 0, 0, 0), "compensation": "", "energy": 0.7,
@@ -92,3 +94,31 @@ def test_untuned_points_stay_candidates_of_the_validation_choice(tmp_path, catal
     doc = write_results(tmp_path, [hurt], catalog, {"exact": exact, "front": front})
     # fine-tuning made this design worse on validation: its un-tuned version is chosen
     assert doc["chosen_after_finetuning"]["0.5pp"]["finetuned"] is False
+
+
+def test_a_run_folder_is_enough_for_finetune_and_export(cli, tmp_path):
+    """A `--compensation search` run made with --model/--catalog/--data flags: later
+    commands given only the run folder (and a config file whose defaults name other files)
+    take model, catalog, data and compensation from the run's record. `--report-only`
+    names the genomes with the run's design catalog (circuit+method)."""
+    runs = tmp_path / "runs"
+    r = cli("run", "--mode", "full", "--budget", "6", "--pop-size", "3", "--search-images", "20",
+            "--test-images", "20", "--compensation", "search", "--rescore", "all", "--out", runs, "--run-id", "s",
+            cache=tmp_path / "cache")
+    assert r.rc == 0, r.err
+    (tmp_path / "surrogate_nas.toml").write_text('[paths]\nmodel = "other.keras"\nmultipliers = "other-catalog"\n')
+    run = runs / "s"
+    r = cli("finetune", run, "--points", "100", "--epochs", "1", "--train-images", "32", "--test-images", "20",
+            paths=False, cache=tmp_path / "cache")
+    assert r.rc == 0, r.err
+    before = (run / "finetune" / "finetune.json").read_text()
+    rows = read_csv(run / "finetune" / "finetune.csv")
+    front = {f["genome_indices"]: f["genome"] for f in read_csv(run / "front.csv")}
+    assert rows[0]["genome"] == front[rows[0]["genome_indices"]]  # design names, e.g. "c3+bias"
+    r = cli("finetune", run, "--report-only", paths=False, cache=tmp_path / "cache")
+    assert r.rc == 0, r.err
+    assert (run / "finetune" / "finetune.json").read_text() == before
+    r = cli("export", run, "--point", "1", "--out", tmp_path / "d.keras", paths=False, cache=tmp_path / "cache")
+    assert r.rc == 0, r.err
+    design = json.loads((tmp_path / "design.json").read_text())
+    assert design["genome"] == [int(v) for v in read_csv(run / "front.csv")[0]["genome_indices"].split(",")]

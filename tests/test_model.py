@@ -6,9 +6,17 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from numpy_reference import approx_conv_exact, approx_forward, float_forward, fold_batchnorm, weights_of
+from numpy_reference import (
+    approx_conv_exact,
+    approx_forward,
+    float_forward,
+    fold_batchnorm,
+    weights_of,
+)
 
-from surrogate_nas.model import build_approx_model, build_model, conv_layers, folded_conv_weights
+from surrogate_nas.network.architectures import build_model
+from surrogate_nas.network.layers import conv_layers
+from surrogate_nas.network.twin import build_approx_model, folded_conv_weights
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +92,7 @@ def conv3_float(x, kernel, bias):
 
 def test_project_model_twin_accuracy_matches_numpy(float_model, card, evaluator):
     """The trained tiny model's all-exact accuracy on the 20-image search set, recomputed in numpy."""
-    exact = evaluator.catalog.index(evaluator.catalog.exact.name)
+    exact = evaluator.catalog.exact_index
     ref = approx_forward(evaluator.image_set.images, weights_of(float_model), card["input_ranges"])
     expected = float(np.mean(ref.argmax(1) == evaluator.image_set.labels))
     assert evaluator.accuracy((exact,) * 5) == expected

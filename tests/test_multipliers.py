@@ -14,17 +14,10 @@ import pytest
 
 from surrogate_nas import cli, config
 from surrogate_nas.errors import UserError
-from surrogate_nas.multipliers import (
-    Catalog,
-    CatalogMetricWarning,
-    Multiplier,
-    compute_metrics,
-    error_table,
-    exact_table,
-    import_catalog,
-    load_catalog,
-    load_lut,
-)
+from surrogate_nas.multipliers.catalog import Catalog, Multiplier, load_catalog
+from surrogate_nas.multipliers.importers import import_catalog
+from surrogate_nas.multipliers.metrics import CatalogMetricWarning, compute_metrics
+from surrogate_nas.multipliers.tables import error_table, exact_table, load_lut
 
 CODES = np.arange(256, dtype=np.int64)
 A, B = np.meshgrid(CODES, CODES, indexing="ij")  # A = activation (row), B = weight (column)

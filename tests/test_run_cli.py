@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import EXACT_INDEX, PYTHON, isolated_cwd, read_csv
 
-from surrogate_nas.cache import EvalCache
+from surrogate_nas.evaluation.cache import EvalCache
 
 EXACT = (EXACT_INDEX,) * 5
 FULL = ["run", "--mode", "full", "--pop-size", "4", "--search-images", "20", "--test-images", "20"]

@@ -8,20 +8,14 @@ import json
 import numpy as np
 import pytest
 from conftest import EXACT_INDEX
-
 from helpers_search import many
 
-from surrogate_nas.cache import EvalCache
 from surrogate_nas.errors import UserError
-from surrogate_nas.search import (
-    AssignmentProblem,
-    BudgetExhausted,
-    SearchConfig,
-    SeededSampling,
-    TrueEvaluations,
-    hv_reference,
-    hypervolume,
-)
+from surrogate_nas.evaluation.cache import EvalCache
+from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.search.pareto import hv_reference, hypervolume
+from surrogate_nas.search.problem import AssignmentProblem, SeededSampling
+from surrogate_nas.search.truth import BudgetExhausted, TrueEvaluations
 
 EXACT = (EXACT_INDEX,) * 5
 
@@ -196,7 +190,7 @@ def test_hypervolume_reference_is_the_accuracy_floor():
     """The reference point is (1 - floor, all-exact energy): an assignment that costs as
     much adds no volume however accurate; one 1 % cheaper adds the 1 % strip; one at the
     floor adds nothing."""
-    from surrogate_nas.energy import EnergyModel
+    from surrogate_nas.evaluation.energy import EnergyModel
 
     all_exact = EnergyModel([300, 500], [0.1, 0.4], exact_power=0.4)((1, 1))
     ref = hv_reference(0.6825)

@@ -12,11 +12,13 @@ import signal
 import numpy as np
 import pytest
 from conftest import CIRCUITS, POWERS, read_csv, write_catalog
-
-from surrogate_nas.cache import EvalCache
 from helpers_search import many
-from surrogate_nas.search import STALL_GENERATIONS, SearchConfig, TrueEvaluations, run_full
-from surrogate_nas.surrogate_search import seed_genomes
+
+from surrogate_nas.evaluation.cache import EvalCache
+from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.search.nsga2 import run_full
+from surrogate_nas.search.seeding import seed_genomes
+from surrogate_nas.search.truth import TrueEvaluations
 
 SPACE = set(itertools.product(range(2), repeat=5))
 EXACT2 = (0,) * 5  # catalog {"exact", "lowbits"}: the exact circuit is gene 0
@@ -92,10 +94,10 @@ def test_full_mode_ends_when_no_new_genome_comes(truth_for, capsys):
         run_full(SearchConfig(budget=40, pop_size=4), truth, 2, 0, lambda X: X.mean(axis=1), generations.append, n_layers=5)
     assert truth.used < 32
     out = capsys.readouterr().out
-    assert f"no new assignment in {STALL_GENERATIONS} generations ({truth.used} of the 32" in out
-    # the last new genome came exactly STALL_GENERATIONS generations before the end
+    assert f"no new assignment in {SearchConfig().stall_generations} generations ({truth.used} of the 32" in out
+    # the last new genome came exactly SearchConfig().stall_generations generations before the end
     last_new = max(e.generation for e in truth.archive.values())
-    assert generations[-1] == last_new + 1 + STALL_GENERATIONS
+    assert generations[-1] == last_new + 1 + SearchConfig().stall_generations
 
 
 # --------------------------------------------------------------------------- whole runs

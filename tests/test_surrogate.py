@@ -11,8 +11,11 @@ import pytest
 from conftest import EXACT_INDEX, POWERS, isolated_cwd, read_csv
 from sklearn.base import clone
 
-from surrogate_nas.surrogate import AccuracySurrogate, feature_names, select_kind
-from surrogate_nas.surrogate_search import SURROGATE_COLUMNS, build_features, pick_for_truth, seed_genomes
+from surrogate_nas.results.tables import SURROGATE_COLUMNS
+from surrogate_nas.search.seeding import seed_genomes
+from surrogate_nas.search.surrogate import AccuracySurrogate, feature_names, select_kind
+from surrogate_nas.search.surrogate_nsga2 import pick_for_truth
+from surrogate_nas.workflows.context import build_features
 
 EXACT = (EXACT_INDEX,) * 5
 SMALL = dict(n_estimators=15, n_members=3)
@@ -263,7 +266,7 @@ def test_surrogate_run_reports_only_true_evaluations(surrogate_run):
     progress = json.loads((run / "progress.json").read_text())
     assert progress["evaluations"] == len(rows) <= progress["budget"] == 25
     # every truly evaluated genome is in the cache under the search fingerprint
-    from surrogate_nas.cache import EvalCache
+    from surrogate_nas.evaluation.cache import EvalCache
 
     fp = json.loads((run / "config.json").read_text())["fingerprint"]
     with EvalCache(cache / "evaluations.sqlite") as c:
@@ -284,7 +287,7 @@ class PerfectLiar(AccuracySurrogate):
 def test_front_never_holds_an_unevaluated_genome(cli, tmp_path, monkeypatch):
     """Predicted 1.0 everywhere: every offspring dominates every true point in the
     population, yet the front holds only truly evaluated genomes with their true accuracy."""
-    monkeypatch.setattr("surrogate_nas.surrogate_search.AccuracySurrogate", PerfectLiar)
+    monkeypatch.setattr("surrogate_nas.search.surrogate_nsga2.AccuracySurrogate", PerfectLiar)
     out = tmp_path / "runs"
     r = cli("run", "--budget", "16", "--pop-size", "4", "--offspring-factor", "3", "--search-images", "20",
             "--no-test", "--compensation", "none", "--out", out, "--run-id", "liar", cache=tmp_path / "c")

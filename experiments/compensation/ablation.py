@@ -17,12 +17,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from surrogate_nas.cache import EvalCache, default_cache_file
-from surrogate_nas.compensation import METHODS
 from surrogate_nas.config import resolve_paths
-from surrogate_nas.evaluate import Evaluator
-from surrogate_nas.report import plt
-from surrogate_nas.session import ensure_model, load_catalog_from, load_data_from
+from surrogate_nas.evaluation.cache import EvalCache, default_cache_file
+from surrogate_nas.evaluation.evaluator import Evaluator
+from surrogate_nas.evaluation.inputs import (
+    ensure_model,
+    load_catalog_from,
+    load_data_from,
+)
+from surrogate_nas.multipliers.compensation import METHODS
+from surrogate_nas.results.plots import plt
 
 HERE = Path(__file__).resolve().parent
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from surrogate_nas.search import hv_reference, hypervolume
+from surrogate_nas.search.pareto import hv_reference, hypervolume
 
 HERE = Path(__file__).parent
 RUNS = {"surrogate": "cmp-surrogate-b300-s0", "full": "cmp-full-b900-s0", "full-seeded": "cmp-full-seeded-b900-s0"}
@@ -21,7 +21,7 @@ CHECKPOINTS = (45, 100, 200, 300, 600, 900)
 def main() -> None:
     floor = json.loads((HERE / "runs" / RUNS["full"] / "config.json").read_text())["accuracy_floor"]["value"]
     ref = hv_reference(floor)
-    from surrogate_nas.report import plot_hv
+    from surrogate_nas.results.plots import plot_hv
 
     curves = {}
     lines = [f"HV (search set, reference: accuracy floor {floor:.4f}, energy 1.0), seed 0", "",

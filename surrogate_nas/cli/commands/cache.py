@@ -1,0 +1,145 @@
+"""`cache stats` / `cache export`: see what the evaluation cache holds and take it elsewhere.
+
+Fingerprints are shown by their first 12 characters; `--fingerprint` accepts any unique
+prefix, so what stats prints can be pasted back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from surrogate_nas import config
+from surrogate_nas.errors import UserError
+from surrogate_nas.evaluation.cache import EvalCache, default_cache_file
+
+SHORT_FP = 12
+
+
+DESCRIPTION_WIDTH = 60
+
+
+# Description keys worth showing first; hashes and long lists are left out of the summary.
+PREFERRED_KEYS = ("model", "catalog", "n_images", "quantization", "dataset", "data")
+
+
+_HEX = re.compile(r"^[0-9a-f]{32,}$")
+
+
+_CACHE_HELP = "cache folder (default: SURROGATE_NAS_CACHE or [paths] cache in surrogate_nas.toml, else ./cache)"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cache",
+        help="inspect or export the genome -> accuracy evaluation cache",
+        description="The evaluation cache is <cache folder>/evaluations.sqlite, shared by runs and processes.",
+    )
+    parser.set_defaults(func=lambda args: _no_subcommand(parser))
+    sub = parser.add_subparsers(dest="cache_command", metavar="SUBCOMMAND")
+
+    p_stats = sub.add_parser("stats", help="rows and hits per fingerprint")
+    p_stats.add_argument("--cache", metavar="DIR", help=_CACHE_HELP)
+    p_stats.set_defaults(func=cmd_stats)
+
+    p_exp = sub.add_parser("export", help="write cached evaluations to a CSV file")
+    p_exp.add_argument("--csv", metavar="FILE", required=True, help="CSV file to write")
+    p_exp.add_argument("--fingerprint", metavar="FP", help="only this fingerprint (a unique prefix is enough)")
+    p_exp.add_argument("--cache", metavar="DIR", help=_CACHE_HELP)
+    p_exp.set_defaults(func=cmd_export)
+
+
+def _no_subcommand(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _cache_file(args: argparse.Namespace) -> Path:
+    return default_cache_file(config.resolve_paths(cache=args.cache).cache)
+
+
+def summarize_description(description: dict | None, width: int = DESCRIPTION_WIDTH) -> str:
+    """A one-line hint of what a fingerprint is for (model, catalog, images...)."""
+    if not isinstance(description, dict):
+        return ""
+    keys = [k for k in PREFERRED_KEYS if k in description]
+    keys += sorted(k for k in description if k not in keys)
+    parts = []
+    for key in keys:
+        value = description[key]
+        if isinstance(value, bool) or value is None:
+            text = str(value).lower()
+        elif isinstance(value, (int, float)):
+            text = str(value)
+        elif isinstance(value, str):
+            if _HEX.match(value):
+                continue
+            text = Path(value).name if ("/" in value or "\\" in value) else value
+        elif isinstance(value, (list, tuple)) and key in PREFERRED_KEYS:
+            text = f"[{len(value)}]"
+        else:
+            continue
+        parts.append(f"{key}={text}")
+    line = " ".join(parts)
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def format_stats(stats: list[dict]) -> str:
+    header = ["fingerprint", "rows", "hits", "first_created", "last_created", "description"]
+    rows = [[
+        s["fingerprint"][:SHORT_FP],
+        str(s["rows"]),
+        str(s["hits"]),
+        _short_time(s["first_created"]),
+        _short_time(s["last_created"]),
+        summarize_description(s["description"]),
+    ] for s in stats]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    right = {1, 2}
+    lines = []
+    for r in [header, *rows]:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _short_time(iso: str | None) -> str:
+    """'2024-05-01T12:34:56.789+00:00' -> '2024-05-01 12:34:56' (all times are UTC)."""
+    if not iso:
+        return "-"
+    return iso[:19].replace("T", " ")
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    path = _cache_file(args)
+    if not path.exists():
+        print(f"no evaluation cache at {path}")
+        return 0
+    with EvalCache(path) as cache:
+        stats = cache.stats()
+    if not stats:
+        print(f"{path}: empty")
+        return 0
+    print(f"{path} (times in UTC)")
+    print(format_stats(stats))
+    total_rows = sum(s["rows"] for s in stats)
+    total_hits = sum(s["hits"] for s in stats)
+    print(f"total: {total_rows} rows, {total_hits} hits, {len(stats)} fingerprint(s)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    path = _cache_file(args)
+    out = Path(args.csv).expanduser()
+    if out.is_dir():
+        raise UserError(f"--csv {out}: is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise UserError(f"--csv {out}: folder {out.parent} does not exist")
+    if not path.exists():
+        raise UserError(f"no evaluation cache at {path}: pass --cache or set SURROGATE_NAS_CACHE")
+    with EvalCache(path) as cache:
+        fp = cache.resolve_fingerprint(args.fingerprint) if args.fingerprint else None
+        n = cache.export_csv(out, fingerprint=fp)
+    print(f"wrote {n} row(s) to {out}")
+    return 0

@@ -1,0 +1,86 @@
+"""`python -m surrogate_nas evaluate --genome ...`: true accuracy and energy of one genome."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from surrogate_nas.cli.flags import add_approximate_flag, add_path_flags
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="accuracy and relative energy of one genome")
+    p.add_argument("--genome", required=True,
+                   help="one multiplier per approximable layer, comma-separated names or catalog indices")
+    p.add_argument("--split", default="validation", help="validation (search set) or test")
+    p.add_argument("--images", type=int, default=None, help="stratified subset size (default: 2000 validation, all test)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stratified subset")
+    p.add_argument("--compensation", default="auto",
+                   help="none, bias, tune, alwann, tune+bias or auto (default: per layer and circuit, the method "
+                        "measured best on training images)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    add_approximate_flag(p)
+    add_path_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from surrogate_nas.cli.flags import paths_from_args
+    from surrogate_nas.errors import UserError
+    from surrogate_nas.evaluation.images import SCORED_SPLITS
+    from surrogate_nas.evaluation.inputs import load_catalog_from
+    from surrogate_nas.genome import (
+        check_approximate,
+        format_layers,
+        genome_names,
+        parse_genome,
+    )
+    from surrogate_nas.multipliers.compensation import check_method
+    from surrogate_nas.network.card import load_model
+    from surrogate_nas.network.layers import approximable_layers
+    from surrogate_nas.workflows.context import Context
+
+    if args.split not in SCORED_SPLITS:
+        raise UserError(f"--split: expected one of {', '.join(SCORED_SPLITS)}, got {args.split!r}")
+    check_method(args.compensation)
+    check_approximate(args.approximate)
+    if args.images is not None and args.images < 1:
+        raise UserError(f"--images: must be positive, got {args.images}")
+    if args.seed < 0:
+        raise UserError(f"--seed: must be >= 0, got {args.seed}")
+    paths = paths_from_args(args)
+    parse_genome(args.genome, load_catalog_from(paths, args.compensation))  # names and indices, before anything loads
+    validation = args.split == "validation"
+    n_images = args.images if args.images is not None else (2000 if validation else None)
+    ctx = Context(paths, n_images if validation else None, None if validation else n_images, seed=args.seed,
+                  quiet=args.json, compensation=args.compensation, approximate=args.approximate)
+    catalog = ctx.catalog
+    layers = approximable_layers(load_model(ctx.model_path), args.approximate)
+    genome = parse_genome(args.genome, catalog, len(layers))  # before the auto rule (minutes on a new model)
+    evaluator = ctx.evaluator if validation else ctx.test_evaluator
+    score = evaluator.score(genome)
+    methods = evaluator.design_labels(genome)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "genome": genome_names(genome, catalog),
+                    "genome_indices": list(genome),
+                    "layers": evaluator.layer_names,
+                    "compensation": args.compensation,
+                    "layer_compensation": methods,
+                    "accuracy": score.accuracy,
+                    "energy": score.energy,
+                    "n_images": score.n_images,
+                    "split": args.split,
+                    "seconds": round(score.seconds, 3),
+                    "fingerprint": evaluator.fingerprint,
+                }
+            )
+        )
+    else:
+        print(format_layers(genome, catalog, methods, evaluator.infos))
+        print(f"Accuracy: {score.accuracy:.4f} ({args.split}, {score.n_images} images)")
+        print(f"Relative energy: {score.energy:.4f}")
+        print(f"Seconds: {score.seconds:.2f}")
+    return 0

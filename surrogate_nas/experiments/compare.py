@@ -1,0 +1,134 @@
+"""Surrogate-assisted vs full NSGA-II vs random search vs Optuna (multi-objective TPE),
+same budget, same seeds, one shared cache. Answers: how much hypervolume does each
+method reach per true evaluation?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from surrogate_nas.experiments.methods import (
+    MethodRun,
+    run_nsga,
+    run_optuna,
+    run_random,
+)
+from surrogate_nas.results.tables import write_table
+from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.search.pareto import hv_at
+
+CHECKPOINTS = (100, 200, 300)
+
+
+def method_table(runs: list[MethodRun], checkpoints=CHECKPOINTS) -> list[dict]:
+    """One row per method and budget: HV at the checkpoints and at the end (median and
+    range over seeds), front size, time and cache use."""
+    rows = []
+    for method in dict.fromkeys(r.method for r in runs):
+        for budget in sorted({r.budget for r in runs if r.method == method}):
+            group = [r for r in runs if r.method == method and r.budget == budget]
+            row = {"method": method, "budget": budget, "seeds": len(group)}
+            finals = [r.hv_history[-1][1] if r.hv_history else 0.0 for r in group]
+            row["final_hv_median"] = float(np.median(finals))
+            row["final_hv_min"] = float(np.min(finals))
+            row["final_hv_max"] = float(np.max(finals))
+            for n in checkpoints:
+                if n <= budget:
+                    row[f"hv_at_{n}"] = float(np.median([hv_at(r.hv_history, n) for r in group]))
+            row["pareto_size_median"] = float(np.median([len(r.front) for r in group]))
+            row["wall_s_median"] = float(np.median([r.seconds for r in group]))
+            row["cache_hits_total"] = int(sum(r.cache_hits for r in group))
+            row["computed_total"] = int(sum(r.computed for r in group))
+            rows.append(row)
+    return rows
+
+
+def evaluations_to_reach(runs: list[MethodRun], method: str, target: float) -> list[float]:
+    """Per seed of `method`: the first evaluation count at which it reaches `target` HV (inf: never)."""
+    counts = []
+    for r in runs:
+        if r.method == method:
+            hit = next((used for used, hv in r.hv_history if hv >= target), None)
+            counts.append(np.inf if hit is None else float(hit))
+    return counts
+
+
+def _reach_text(counts: list[float]) -> str:
+    if not counts:
+        return "no runs"
+    text = lambda v: "never" if not np.isfinite(v) else f"{v:.0f}"  # noqa: E731
+    return (f"median {text(float(np.median(counts)))}, range {text(min(counts))}-{text(max(counts))} "
+            f"(per seed: {', '.join(text(c) for c in counts)})")
+
+
+def plot_comparison(out_dir: Path, runs: list[MethodRun], floor: float) -> None:
+    from surrogate_nas.results.plots import draw_front, plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, key in enumerate(dict.fromkeys((r.method, r.budget) for r in runs)):
+        group = [r for r in runs if (r.method, r.budget) == key]
+        n_max = max(r.budget for r in group)
+        grid = np.arange(1, n_max + 1)
+        curves = np.array([[hv_at(r.hv_history, n) for n in grid] for r in group])
+        label = key[0] if len({r.budget for r in runs if r.method == key[0]}) == 1 else f"{key[0]} ({key[1]})"
+        ax.plot(grid, np.median(curves, axis=0), c=f"C{i}", label=f"{label}, median of {len(group)}")
+        ax.fill_between(grid, curves.min(axis=0), curves.max(axis=0), color=f"C{i}", alpha=0.15)
+    ax.set_xlabel("true evaluations")
+    ax.set_ylabel("hypervolume (search set)")
+    ax.set_title(f"HV vs true evaluations (band: min-max over seeds)\nreference: accuracy floor {floor:.4f}, energy 1.0")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "hv_vs_evaluations.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, key in enumerate(dict.fromkeys((r.method, r.budget) for r in runs)):
+        first = next(r for r in runs if (r.method, r.budget) == key)
+        draw_front(ax, first.front, f"{key[0]} ({key[1]}), seed {first.seed}", f"C{i}", marker_size=9)
+    ax.set_xlabel("relative multiplication energy")
+    ax.set_ylabel("top-1 accuracy (search set)")
+    ax.set_title("Pareto fronts (first seed of each method)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "fronts.png", dpi=120)
+    plt.close(fig)
+
+
+def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base: SearchConfig, out_dir: Path,
+            tag: str = "cmp", only_seed: int | None = None) -> tuple[list[MethodRun], list[dict], list[str]]:
+    """`only_seed`: run that seed's methods only and write no tables (one process or machine
+    per seed; a final call without it reads every run back from the shared cache)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A longer full-mode budget is one longer run: with the same seed its first `budget`
+    # evaluations are exactly the shorter run, so HV at `budget` is read off its history.
+    plan = [(m, s, max(budget, full_budget or 0) if m == "full" else budget)
+            for s in range(seeds) for m in methods if only_seed is None or s == only_seed]
+    # One floor for every method and seed (all-exact search-set accuracy - 15 pp by default),
+    # so their hypervolumes share one reference point.
+    floor, floor_source = ctx.accuracy_floor(base, f"{tag}-floor")
+    runs = []
+    for method, seed, b in tqdm(plan, desc="compare", unit="run", disable=ctx.quiet or None):
+        if method in ("surrogate", "full", "full-seeded"):
+            runs.append(run_nsga(ctx, method, seed, b, tag, base, out_dir, floor))
+        elif method == "random":
+            runs.append(run_random(ctx, seed, b, tag, base, floor, out_dir))
+        else:
+            runs.append(run_optuna(ctx, seed, b, tag, base, floor, out_dir))
+    if only_seed is not None:
+        return runs, [], []
+    rows = method_table(runs, tuple(n for n in CHECKPOINTS if n <= max(budget, full_budget or 0)) or (budget,))
+    notes = [f"HV reference point: accuracy floor {floor:.4f} ({floor_source}), relative energy 1.0; "
+             f"objectives on the search set ({len(ctx.evaluator.image_set.labels)} validation images)."]
+    surrogate_runs = [r for r in runs if r.method == "surrogate" and r.budget == budget]
+    if surrogate_runs:
+        target = float(np.median([r.hv_history[-1][1] for r in surrogate_runs if r.hv_history]))
+        for other in [m for m in methods if m != "surrogate"]:
+            notes.append(f"Evaluations {other} needs to reach the surrogate's median HV at {budget} ({target:.4f}): "
+                         f"{_reach_text(evaluations_to_reach(runs, other, target))}.")
+    write_table(out_dir, rows, notes)
+    plot_comparison(out_dir, runs, floor)
+    return runs, rows, notes

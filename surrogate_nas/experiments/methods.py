@@ -1,0 +1,111 @@
+"""The methods `compare` runs: surrogate and full NSGA-II, full NSGA-II from the
+surrogate's seed set, random search and Optuna, all through the same cache and budget."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from surrogate_nas.errors import UserError
+from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.search.pareto import HVHistory, hv_reference
+from surrogate_nas.search.truth import BudgetExhausted, TrueEvaluations
+
+# "full-seeded": full mode started from surrogate mode's seed set (the seeding ablation)
+METHODS = ("surrogate", "full", "full-seeded", "random", "optuna")
+
+
+@dataclass
+class MethodRun:
+    method: str
+    seed: int
+    budget: int
+    hv_history: list  # (evaluations, hv)
+    front: list
+    seconds: float
+    cache_hits: int
+    computed: int
+
+
+def _baseline_truth(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig,
+                    floor: float) -> tuple[TrueEvaluations, list, str]:
+    """The true evaluations of a baseline run, with its HV history, as the NSGA-II modes have."""
+    run_id = f"{tag}-{method}-b{budget}-s{seed}"
+    history = HVHistory(hv_reference(floor))
+
+    def on_new(evaluation):
+        history.add(evaluation.objectives, truth.used)
+
+    truth = ctx.truth(run_id, base, floor, on_new, budget=budget)
+    return truth, history.values, run_id
+
+
+def _finish_baseline(ctx, method: str, seed: int, budget: int, truth, history, run_id: str, out_dir: Path,
+                     seconds: float) -> MethodRun:
+    """Write the baseline's evaluations.csv in the NSGA-II modes' format."""
+    from surrogate_nas.results.tables import write_evaluations_csv
+
+    run_dir = out_dir / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_evaluations_csv(run_dir / "evaluations.csv", list(truth.archive.values()), ctx.catalog, ctx.methods,
+                          ctx.evaluator.infos)
+    return MethodRun(method, seed, budget, history, truth.front(), seconds, truth.cache_hits, truth.computed)
+
+
+def run_random(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor: float, out_dir: Path) -> MethodRun:
+    """Uniform random genomes (the all-exact genome first, as every method gets)."""
+    truth, history, run_id = _baseline_truth(ctx, "random", seed, budget, tag, base, floor)
+    rng = np.random.default_rng(seed)
+    start = time.time()
+    n_layers = len(ctx.evaluator.layers)
+    genomes = [(ctx.exact_index,) * n_layers] + [tuple(int(g) for g in rng.integers(0, len(ctx.catalog), n_layers))
+                                                 for _ in range(50 * budget - 1)]
+    try:
+        truth.evaluate(genomes, 0, "random")
+    except BudgetExhausted:
+        pass
+    return _finish_baseline(ctx, "random", seed, budget, truth, history, run_id, out_dir, time.time() - start)
+
+
+def run_optuna(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor: float, out_dir: Path) -> MethodRun:
+    """Optuna's multi-objective TPESampler over one categorical choice per layer."""
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("--methods optuna: optuna is not installed (pip install 'surrogate_nas[optuna]')") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    truth, history, run_id = _baseline_truth(ctx, "optuna", seed, budget, tag, base, floor)
+    choices = list(range(len(ctx.catalog)))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=seed))
+    n_layers = len(ctx.evaluator.layers)
+    study.enqueue_trial({f"layer{i + 1}": ctx.exact_index for i in range(n_layers)})
+    start = time.time()
+    for _ in range(50 * budget):
+        trial = study.ask()
+        genome = tuple(trial.suggest_categorical(f"layer{i + 1}", choices) for i in range(n_layers))
+        try:
+            accuracy = truth.accuracy(genome, trial.number, "optuna")
+        except BudgetExhausted:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            break
+        study.tell(trial, [accuracy, ctx.evaluator.energy(genome)])
+    return _finish_baseline(ctx, "optuna", seed, budget, truth, history, run_id, out_dir, time.time() - start)
+
+
+def run_nsga(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig, out_dir: Path,
+             floor: float) -> MethodRun:
+    from surrogate_nas.workflows.run import execute
+
+    mode, initial = ("full", "seed-set") if method == "full-seeded" else (method, base.initial)
+    config = replace(base, mode=mode, initial=initial, seed=seed, budget=budget, evaluate_test=False,
+                     accuracy_floor=floor)
+    if method == "full-seeded":  # exactly the surrogate's seed set: the same genomes, the same count
+        config = replace(config, seed_set_size=replace(base, budget=budget).n_seed)
+    run_id = f"{tag}-{method}-b{budget}-s{seed}"
+    run_dir = out_dir / "runs" / run_id
+    result = execute(ctx, config, out_dir / "runs", run_id=run_id, resume=run_dir.exists(),
+                     resume_flag=f"compare: run {run_id}")
+    return MethodRun(method, seed, budget, result.hv_history, result.front, result.seconds, result.cache_hits, result.computed)

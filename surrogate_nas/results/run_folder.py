@@ -1,0 +1,96 @@
+"""A run folder's files and their formats, in one place: `config.json` (the run's record:
+settings, evaluator, paths), `progress.json`, and the CSV tables that `summarize`,
+`finetune`, `export` and `--resume` read back."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from surrogate_nas.errors import UserError
+
+
+class RunFolder:
+    """One run's folder. Writers take what to write; readers give a clear one-line error
+    for a file that is missing or not what a run writes."""
+
+    CONFIG = "config.json"
+    PROGRESS = "progress.json"
+    EVALUATIONS = "evaluations.csv"
+    FRONT = "front.csv"
+    RESCORED = "rescored.csv"
+    SUMMARY = "summary.json"
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self) -> bool:
+        return (self.path / self.CONFIG).is_file()
+
+    # ---- config.json
+    def record(self, flag: str | None = None) -> dict:
+        """config.json, which must hold the run's search settings and evaluator."""
+        path = self.path / self.CONFIG
+        where = f"{flag}: " if flag else ""
+        if not path.is_file():
+            raise UserError(f"{where}{self.path}: not a run folder (no {self.CONFIG})")
+        try:
+            doc = json.loads(path.read_text())
+            doc["search"], doc["evaluator"]  # noqa: B018  (both must be there)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{where}{path} is not a run configuration ({type(exc).__name__}: {exc})") from None
+        return doc
+
+    def write_record(self, doc: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_json(self.path / self.CONFIG, doc)
+
+    def write_progress(self, state: dict) -> None:
+        (self.path / self.PROGRESS).write_text(json.dumps(state) + "\n")
+
+    # ---- tables
+    def rows(self, name: str) -> list[dict]:
+        path = self.path / name
+        if not path.is_file():
+            raise UserError(f"{path}: not found (is this a finished run folder?)")
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def evaluations(self) -> list[dict]:
+        return self.rows(self.EVALUATIONS)
+
+    def front_genomes(self) -> list[tuple[int, ...]]:
+        return [tuple(int(v) for v in r["genome_indices"].split(",")) for r in self.rows(self.FRONT)]
+
+    def rescored(self) -> list[dict]:
+        """The re-scored genomes (role all-exact / front / other) with numbers as numbers."""
+        rows = []
+        for r in self.rows(self.RESCORED):
+            if not r["validation_accuracy"] or not r["test_accuracy"]:
+                continue
+            rows.append({"genome": r["genome"], "genome_indices": tuple(int(v) for v in r["genome_indices"].split(",")),
+                         "compensation": r["compensation"], "energy": float(r["energy"]),
+                         "validation_accuracy": float(r["validation_accuracy"]),
+                         "test_accuracy": float(r["test_accuracy"]), "role": r["role"]})
+        return rows
+
+    # ---- summary.json
+    def summary(self) -> dict:
+        path = self.path / self.SUMMARY
+        if not path.is_file():
+            raise UserError(f"{path}: not found (run `summarize` first)")
+        return json.loads(path.read_text())
+
+    def write_summary(self, summary: dict) -> None:
+        _write_json(self.path / self.SUMMARY, summary)
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    """Whole or not at all: a kill while writing leaves the previous file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,225 @@
+"""One search run end to end: set up evaluator and cache, search, write the run folder,
+re-score the front on the test set."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from surrogate_nas.errors import UserError
+from surrogate_nas.results.run_folder import RunFolder
+from surrogate_nas.results.tables import write_surrogate_log
+from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.search.nsga2 import run_full
+from surrogate_nas.search.pareto import HVHistory, hv_reference
+from surrogate_nas.workflows.context import Context, build_features
+from surrogate_nas.workflows.run_folder import (
+    _write_config,
+    _write_progress,
+    check_saved_run,
+    new_run_id,
+)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    front: list
+    evaluations: list
+    hv_history: list[tuple[int, float]]
+    rescored: dict  # genome -> (validation accuracy, test accuracy)
+    exact_genome: tuple[int, ...]
+    seconds: float
+    cache_hits: int
+    computed: int
+    generations: int
+    surrogate_log: list
+    floor: float = 0.70  # the accuracy floor of the run
+    stopped: int = 0  # evaluations stopped early below the floor
+    rescore_seconds: float = 0.0
+
+    @property
+    def hv_reference(self) -> tuple[float, float]:
+        from surrogate_nas.search.pareto import hv_reference
+
+        return hv_reference(self.floor)
+
+    @property
+    def test_scores(self) -> dict:
+        return {g: t for g, (_, t) in self.rescored.items()}
+
+    def chosen(self, tolerance_pp: float) -> dict | None:
+        """The cheapest re-scored front point within `tolerance_pp` of all-exact on
+        validation, with its test loss (the rule of `summarize`); None without re-scoring."""
+        from surrogate_nas.results.summary import choose_within
+
+        if self.exact_genome not in self.rescored:
+            return None
+        points = [{"genome": e.genome, "energy": e.energy, "validation_accuracy": self.rescored[e.genome][0],
+                   "test_accuracy": self.rescored[e.genome][1]} for e in self.front if e.genome in self.rescored]
+        val, test = self.rescored[self.exact_genome]
+        return choose_within(points, {"validation_accuracy": val, "test_accuracy": test}, tolerance_pp)
+
+    @property
+    def exact_test_accuracy(self) -> float | None:
+        return self.rescored.get(self.exact_genome, (None, None))[1]
+
+
+def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | None = None, resume: bool = False,
+            resume_flag: str | None = None) -> RunResult:
+    """`resume`: continue the run folder if it exists, provided its saved settings and
+    evaluator equal these (`resume_flag` names the flag or command in the refusal)."""
+    config.validate()
+    if config.approximate != getattr(ctx, "approximate", "conv"):
+        raise ValueError(f"config.approximate {config.approximate!r} but the context approximates {ctx.approximate!r}")
+    run_id = run_id or new_run_id(config)
+    run_dir = out_dir / run_id
+    if run_dir.exists() and not resume and (run_dir / "config.json").exists():
+        raise UserError(f"--run-id {run_id}: {run_dir} already exists (use --resume {run_id} to continue it)")
+    if resume and (run_dir / "config.json").exists():
+        check_saved_run(run_dir, ctx, config, resume_flag or f"--resume {run_id}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    floor, floor_source = ctx.accuracy_floor(config, run_id)
+    _write_config(run_dir, ctx, config, run_id, floor, floor_source)
+
+    energy = ctx.evaluator.energy_model
+    history = HVHistory(hv_reference(floor))
+    hv_history = history.values
+    bar = tqdm(total=config.budget, desc=f"{config.mode} {run_id}", unit="eval", disable=ctx.quiet or None, dynamic_ncols=True)
+
+    def on_new(evaluation):
+        hv = history.add(evaluation.objectives, truth.used)
+        bar.update(1)
+        bar.set_postfix(hits=truth.cache_hits, hv=f"{hv:.4f}", gen=evaluation.generation)
+
+    truth = ctx.truth(run_id, config, floor, on_new)
+    start = time.time()
+    surrogate_log: list = []
+
+    done = {"generations": 0}
+
+    def on_generation(generation: int, log: list | None = None):
+        done["generations"] = generation
+        _write_progress(run_dir, ctx, truth, generation)
+        if log:
+            write_surrogate_log(run_dir, log)
+
+    try:
+        if config.mode == "full":
+            generations = run_full(config, truth, len(ctx.catalog), ctx.exact_index, energy.batch, on_generation,
+                                   n_layers=len(ctx.evaluator.layers), powers=ctx.catalog.powers)
+        else:
+            from surrogate_nas.search.surrogate_nsga2 import run_surrogate
+
+            generations = run_surrogate(config, truth, build_features(ctx, energy), ctx.catalog.powers, ctx.exact_index,
+                                        energy, surrogate_log, on_generation,
+                                        on_choice=(run_dir / "surrogate_choice.txt").write_text)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: {truth.used} evaluations are saved in the cache; continue with "
+              f"`python -m surrogate_nas run --resume {run_id} --out {out_dir}`")
+        raise
+    finally:
+        bar.close()
+        _write_progress(run_dir, ctx, truth, done["generations"])
+    seconds = time.time() - start
+
+    front = truth.front()
+    exact = (ctx.exact_index,) * len(ctx.evaluator.layers)
+    rescored: dict = {}
+    rescore_start = time.time()
+    if config.evaluate_test:
+        for genome in tqdm(rescore_genomes(front, exact, None if config.rescore == "all" else floor),
+                           desc="re-scoring the front",
+                           disable=ctx.quiet or None):
+            rescored[genome] = (ctx.rescored_accuracy("validation", genome, run_id),
+                                ctx.rescored_accuracy("test", genome, run_id))
+    result = RunResult(run_id, run_dir, front, list(truth.archive.values()), hv_history, rescored, exact,
+                       seconds, truth.cache_hits, truth.computed, generations, surrogate_log, floor,
+                       sum(e.stopped for e in truth.archive.values()), time.time() - rescore_start)
+    write_outputs(result, ctx, config)
+    if config.finetune_top and rescored:
+        finetune_best(ctx, run_dir, config.finetune_top)
+    return result
+
+
+def run_search(ctx: Context, budget: int = 300, mode: str = "surrogate", out="experiments/runs", run_id: str | None = None,
+           **settings) -> RunResult:
+    """`run` from Python: NSGA-II (surrogate-assisted by default) with the context's images,
+    compensation and layers; `settings` are further `SearchConfig` fields (pop_size,
+    seed, ...). Returns the RunResult (its `front`, `rescored`, `run_dir`)."""
+    search_images, test_images = len(ctx.evaluator.image_set.labels), ctx.test_images
+    config = SearchConfig(mode=mode, budget=budget, search_images=search_images, test_images=test_images,
+                          compensation=ctx.compensation, approximate=ctx.approximate, **settings)
+    return execute(ctx, config, Path(out), run_id=run_id)
+
+
+def finetune_best(ctx: Context, run_dir: Path, k: int) -> None:
+    """`run --finetune-top K`: fine-tune the K tightest validation-chosen points (0.5, 1, 2,
+    5 pp, ...) and add the after-fine-tuning choices to summary.json."""
+    from surrogate_nas.workflows.finetune import finetune_run, format_results
+
+    tolerances = [0.5, 1.0, 2.0, 5.0, 10.0][:k]
+    results, summary = finetune_run(ctx.paths, run_dir, run_dir / "finetune", tolerances=tolerances, quiet=ctx.quiet,
+                                    test_images=ctx.test_images, ctx=ctx)
+    folder = RunFolder(run_dir)
+    doc = folder.summary()
+    doc["after_finetuning"] = summary
+    folder.write_summary(doc)
+    if not ctx.quiet:
+        print(format_results(results, summary))
+
+
+def rescore_genomes(front, exact, floor: float | None) -> list[tuple[int, ...]]:
+    """All-exact, then the front points at or above the accuracy floor on the search set
+    (None: every front point). Points below are of no use to anyone, and re-scoring one
+    costs ~7 search-set evaluations."""
+    return [tuple(exact)] + [e.genome for e in front
+                             if e.genome != tuple(exact) and (floor is None or e.accuracy >= floor)]
+
+
+def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None:
+    from surrogate_nas.results.plots import plot_front, plot_hv
+    from surrogate_nas.results.summary import format_summary, summarize
+    from surrogate_nas.results.tables import (
+        write_evaluations_csv,
+        write_front_csv,
+        write_report,
+        write_rescored_csv,
+    )
+
+    d = result.run_dir
+    catalog = ctx.catalog
+    methods = ctx.methods
+    layers = ctx.evaluator.infos
+    write_evaluations_csv(d / "evaluations.csv", result.evaluations, catalog, methods, layers)
+    write_front_csv(d / "front.csv", result.front, catalog, result.rescored, result.exact_genome, methods, layers)
+    header = (
+        f"run {result.run_id}: mode {config.mode}, budget {config.budget}, pop {config.pop_size}, "
+        f"generations {result.generations}, {len(result.evaluations)} true evaluations "
+        f"({result.computed} computed, {result.cache_hits} from cache, {result.stopped} stopped early below the "
+        f"accuracy floor {result.floor:.4f}), search {result.seconds:.0f} s, re-scoring {result.rescore_seconds:.0f} s; "
+        f"search set {len(ctx.evaluator.image_set.labels)} validation images"
+    )
+    if result.rescored:
+        val, test = result.rescored[result.exact_genome]
+        header += f"; all-exact validation accuracy {val:.4f}, test accuracy {test:.4f}"
+    write_report(d / "report.txt", result.front, catalog, header, result.rescored, methods, layers)
+    plot_front(d / "front.png", result.evaluations, result.front, result.exact_genome,
+               f"{config.mode} NSGA-II ({config.compensation} compensation), {result.run_id}")
+    plot_hv(d / "hv.png", {config.mode: result.hv_history}, result.hv_reference, f"hypervolume, {result.run_id}")
+    if result.surrogate_log:
+        from surrogate_nas.results.plots import plot_predictions
+
+        write_surrogate_log(d, result.surrogate_log)
+        plot_predictions(d / "surrogate.png", result.surrogate_log)
+    if result.rescored:
+        write_rescored_csv(d / "rescored.csv", result.rescored, [e.genome for e in result.front], result.exact_genome,
+                           catalog, ctx.evaluator.energy, methods, layers)
+        summary = summarize(d)
+        if not ctx.quiet:
+            print(format_summary(summary))
