@@ -128,12 +128,31 @@ def test_bias_removes_the_mean_output_error_on_calibration_data():
 
 
 def test_tuned_layer_multiplies_with_the_remapped_table():
+    """tune+bias against references built here: the weight map is optimal for the pooled
+    histogram (brute force), the offsets are the loop of `test_bias_offsets_against_a_loop`
+    over the remapped table, and the layer computes the reference op with both."""
     lut = _biased_lut(8)
     layer, x = _calibrated_layer(lut)
-    s_in, s_w = layer.scales()
-    tuned = comp.fit("tune+bias", lut, _channel_hists(x), layer.kernel_codes(), s_in, s_w)
+    hists = _channel_hists(x)
+    k = layer.kernel.numpy()
+    q = ref_nudge(float(k.min()), float(k.max()))
+    codes = ref_codes(fake_quant(k, k.min(), k.max()), q).astype(np.int64)
+    s_in, s_w = 2.0 / 255, q.scale
+    tuned = comp.fit("tune+bias", lut, hists, codes, s_in, s_w)
+    p = hists.sum(axis=0) / hists.sum()
+    table = lut.astype(np.int64)
+    for w in range(256):
+        cost = (p[:, None] * np.abs(A[:, None] * w - table)).sum(axis=0)
+        assert cost[tuned.weight_map[w]] == pytest.approx(cost.min(), rel=1e-12, abs=1e-9)
+    want = np.zeros(4)
+    for c in range(4):
+        for i, j, ci in np.ndindex(3, 3, 3):
+            w = codes[i, j, ci, c]
+            pc = hists[ci] / hists[ci].sum()
+            want[c] += s_in * s_w * float(np.sum(pc * (table[:, tuned.weight_map[w]] - A * w)))
+    np.testing.assert_allclose(tuned.bias_offset, want, rtol=1e-5, atol=1e-7)
     layer.set_multiplier(lut, compensation=tuned)
-    ref = _layer_reference(x, layer.kernel.numpy(), layer.bias.numpy() - tuned.bias_offset,
+    ref = _layer_reference(x, k, layer.bias.numpy() - want.astype(F32),
                            lut[:, tuned.weight_map], (1, 1), "SAME", (0.0, 2.0), lambda y: y)
     assert_close(layer(x).numpy(), ref)
     layer.set_multiplier(lut)  # swapping back clears the compensation

@@ -10,7 +10,7 @@ import pytest
 from conftest import EXACT_INDEX
 from scipy.stats import binom
 
-from surrogate_nas.evaluation.cache import EvalCache
+from surrogate_nas.evaluation.cache import SCHEMA_VERSION, EvalCache
 from surrogate_nas.evaluation.early_stop import (
     Outcome,
     StoppingRule,
@@ -126,8 +126,8 @@ def test_a_version_1_cache_is_upgraded_in_place(tmp_path):
     con.close()
     with EvalCache(path) as cache:
         row = cache.get("fp", (1, 2))
-        assert row.accuracy == 0.8 and row.below_floor is None and row.answers(0.68)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+        assert row.accuracy == 0.8 and row.below_floor is None and row.answers(0.68) and row.correct_bits is None
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_true_evaluations_with_stops(eval_cache):

@@ -111,6 +111,7 @@ def test_import_exact_override_and_list(tmp_path, capsys):
         marked = [r["name"] for r in csv.DictReader(fh) if r["exact_reference"] == "yes"]
     assert marked == ["alpha"]
     assert import_catalog(src, tmp_path / "b", exact="zeta").exact.name == "zeta"
+    assert import_catalog(tmp_path / "b", tmp_path / "b2").exact.name == "zeta"  # a re-import keeps the choice
     with pytest.raises(UserError, match=r"--exact trunc: .*not the exact product"):
         import_catalog(src, tmp_path / "c", exact="trunc")
     with pytest.raises(UserError, match=r"--exact nope: no circuit of that name"):

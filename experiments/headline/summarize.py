@@ -13,7 +13,7 @@ import csv
 import sys
 from pathlib import Path
 
-from surrogate_nas.results.plots import plot_hv, plt
+from surrogate_nas.results.plots import finish_front_axes, plot_hv, plt
 from surrogate_nas.results.run_folder import RunFolder
 from surrogate_nas.results.summary import run_reference, summarize
 from surrogate_nas.search.pareto import HVHistory
@@ -45,7 +45,8 @@ def main(here: Path = HERE) -> None:
                      f"{_cell(s['chosen']['2pp'])} |")
         history = HVHistory(reference)
         for r in RunFolder(run).evaluations():
-            history.add([1.0, 1.0] if r.get("below_floor") else [1 - float(r["accuracy"]), float(r["energy"])])
+            stopped = r.get("below_floor") or r.get("dominated_by")  # below the floor, or lost a race
+            history.add([1.0, 1.0] if stopped else [1 - float(r["accuracy"]), float(r["energy"])])
         series[run.name] = history.values
         fronts[run.name] = sorted((float(r["energy"]), float(r["validation_accuracy"]))
                                   for r in csv.DictReader(open(run / "front.csv")) if r["validation_accuracy"])
@@ -62,13 +63,8 @@ def main(here: Path = HERE) -> None:
         ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", marker="o", ms=3, c=f"C{i}", label=name)
     ax.axhline(exact["validation_accuracy"], c="k", ls=":", lw=1, label="all-exact")
     ax.set_ylim(exact["validation_accuracy"] - 0.1, exact["validation_accuracy"] + 0.01)
-    ax.set_xlabel("relative multiplication energy (1.0 = all exact)")
-    ax.set_ylabel("top-1 accuracy (all 5,000 validation images)")
-    ax.set_title("Fronts re-scored on validation (no retraining)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(here / "fronts.png", dpi=120)
+    finish_front_axes(ax, fig, here / "fronts.png", "top-1 accuracy (all 5,000 validation images)",
+                      "Fronts re-scored on validation (no retraining)")
     print("\n".join(lines))
 
 

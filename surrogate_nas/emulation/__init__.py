@@ -10,6 +10,6 @@ from surrogate_nas._lazy import lazy_face
 __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "decomposition": ["Decomposition", "as_lut", "decompose"],
     "layers": ["QUANTIZATION_MODES", "AxConv2D", "AxDense", "FoldedBatchNorm"],
-    "ops": ["GATHER_RANK_THRESHOLD", "approx_conv_core", "factor_error", "per_tap_table", "gathered_error", "ax_conv2d", "exact_float32"],
+    "ops": ["GATHER_RANK_THRESHOLD", "approx_conv_core", "factor_error", "per_tap_table", "gathered_error", "ax_conv2d", "exact_float32", "cpu_vector_isa"],
     "quantization": ["QMAX", "nudge", "quantize_codes", "output_geometry"],
 })

@@ -281,3 +281,34 @@ def exact_float32() -> None:
 def _device() -> str:
     gpus = tf.config.list_logical_devices("GPU")
     return "GPU" if gpus else "CPU"
+
+
+# Highest first: the flag in /proc/cpuinfo ("flags" on x86, "Features" on ARM) and its level.
+_VECTOR_ISAS = (("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"), ("sse4_2", "sse4.2"), ("sve", "sve"),
+                ("asimd", "neon"))
+
+
+def cpu_vector_isa(cpuinfo: str | None = None) -> str:
+    """The CPU's vector instruction set level ("avx512", "avx2", ...; `cpuinfo`: the text
+    of /proc/cpuinfo, read when None). TensorFlow's CPU kernels (Eigen, oneDNN) pick their
+    code by it, and a float sum in another order can break an argmax tie: an AVX2 and an
+    AVX-512 machine gave one image a different prediction. "unknown (MACHINE)" where
+    /proc/cpuinfo cannot tell."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+            break  # the first processor speaks for all
+    for flag, level in _VECTOR_ISAS:
+        if flag in flags:
+            return level
+    return f"unknown ({platform.machine() or 'unknown'})"

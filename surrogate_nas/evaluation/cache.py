@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from surrogate_nas.errors import UserError
+from surrogate_nas.evaluation.bits import check_bits, unpack_correct
 from surrogate_nas.genome import genome_from_key, genome_key  # noqa: F401  (genome_key: also the former home)
 
-SCHEMA_VERSION = 2  # 2: below_floor (early-stopped evaluations); version-1 files are upgraded in place
+SCHEMA_VERSION = 3  # 2: below_floor (early-stopped evaluations); 3: correct_bits (per-image correctness) and
+# dominated_by (stopped by Pareto racing); older files are upgraded in place and keep every row (both NULL)
 
 
 CACHE_FILE_NAME = "evaluations.sqlite"
@@ -40,7 +42,8 @@ _CHUNK = 500  # genomes per IN (...) query; well under SQLite's oldest variable 
 _OUR_TABLES = {"evaluations", "fingerprints", "hits"}
 
 
-CSV_COLUMNS = ("fingerprint", "genome", "accuracy", "energy", "n_images", "seconds", "created_at", "run_id", "below_floor")
+CSV_COLUMNS = ("fingerprint", "genome", "accuracy", "energy", "n_images", "seconds", "created_at", "run_id", "below_floor",
+               "dominated_by", "correct_bits")
 
 
 # Connections inherited through fork are parked here instead of being closed: closing
@@ -59,6 +62,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     created_at  TEXT NOT NULL,
     run_id      TEXT,
     below_floor REAL,  -- NULL when every image was scored, else an early stop showed accuracy < this
+    dominated_by TEXT,  -- racing stopped it: shown worse than this genome of lower or equal energy
+    correct_bits BLOB,  -- which scored images were right (bits.pack_correct), NULL in rows made before v3
     PRIMARY KEY (fingerprint, genome)
 );
 CREATE TABLE IF NOT EXISTS fingerprints (
@@ -117,10 +122,19 @@ class Record:
     created_at: str
     run_id: str | None
     below_floor: float | None = None  # early-stopped: accuracy is partial (n_images scored)
+    dominated_by: str | None = None  # stopped by racing (genome key of the point it lost to): partial too
+    correct_bits: bytes | None = None  # pack_correct of the n_images scored images; None: not recorded
 
-    def answers(self, floor: float | None) -> bool:
-        """Does this row settle a genome for a search with this accuracy floor? A stop below
-        a floor says nothing about designs above a lower floor (or with no floor)."""
+    def correct(self):
+        """Per scored image (scoring order): right? None when the row has no bits."""
+        return None if self.correct_bits is None else unpack_correct(self.correct_bits, int(self.n_images))
+
+    def answers(self, floor: float | None, race: bool = False) -> bool:
+        """Does this row settle a genome for a search with this accuracy floor (and racing)?
+        A stop below a floor says nothing about designs above a lower floor (or with no
+        floor); a racing stop settles it only for a search that races."""
+        if self.dominated_by is not None:
+            return race
         return self.below_floor is None or (floor is not None and self.below_floor <= floor)
 
 
@@ -128,8 +142,8 @@ _COLS = ", ".join(CSV_COLUMNS)
 
 
 def _record(row: tuple) -> Record:
-    fp, genome, *rest = row
-    return Record(fp, genome_from_key(genome), *rest)
+    fp, genome, *rest, bits = row
+    return Record(fp, genome_from_key(genome), *rest, None if bits is None else bytes(bits))
 
 
 class EvalCache:
@@ -241,8 +255,11 @@ class EvalCache:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-            elif version == 1:
+            if version == 1:
                 conn.execute("ALTER TABLE evaluations ADD COLUMN below_floor REAL")
+            if version in (1, 2):
+                conn.execute("ALTER TABLE evaluations ADD COLUMN dominated_by TEXT")
+                conn.execute("ALTER TABLE evaluations ADD COLUMN correct_bits BLOB")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -300,22 +317,35 @@ class EvalCache:
 
     def put(self, fp: str, genome: Iterable[int], accuracy: float, energy: float | None,
             n_images: int | None, seconds: float | None, run_id: str | None,
-            below_floor: float | None = None) -> Record:
+            below_floor: float | None = None, correct_bits: bytes | None = None,
+            dominated_by: Iterable[int] | None = None) -> Record:
         """Commit one evaluation now and return the stored row. The first writer wins, except
         that a row settling more replaces an early-stopped one: a complete evaluation, or a
-        stop below a lower floor."""
+        stop below a lower floor (a racing stop, `dominated_by`, is replaced only by a
+        complete one); and a row without `correct_bits` (made before they were
+        recorded) gets them from an evaluation that agrees with it (same images, same
+        accuracy). `correct_bits` must hold `n_images` images and accuracy * n_images right."""
         key = genome_key(genome)
+        correct_bits = None if correct_bits is None else check_bits(correct_bits, n_images, accuracy)
         values = (fp, key, float(accuracy), None if energy is None else float(energy),
                   None if n_images is None else int(n_images), None if seconds is None else float(seconds),
-                  _now(), run_id, None if below_floor is None else float(below_floor))
+                  _now(), run_id, None if below_floor is None else float(below_floor),
+                  None if dominated_by is None else genome_key(dominated_by), correct_bits)
         updates = ", ".join(f"{c} = excluded.{c}" for c in CSV_COLUMNS[2:])
         with self._db() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(f"INSERT INTO evaluations ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                conn.execute(f"INSERT INTO evaluations ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                              f"ON CONFLICT (fingerprint, genome) DO UPDATE SET {updates} "
-                             "WHERE evaluations.below_floor IS NOT NULL AND (excluded.below_floor IS NULL "
-                             "OR excluded.below_floor < evaluations.below_floor)", values)
+                             "WHERE (evaluations.below_floor IS NOT NULL OR evaluations.dominated_by IS NOT NULL) "
+                             "AND ((excluded.below_floor IS NULL AND excluded.dominated_by IS NULL) "
+                             "OR (excluded.dominated_by IS NULL AND evaluations.dominated_by IS NULL "
+                             "AND excluded.below_floor < evaluations.below_floor))", values)
+                if correct_bits is not None:  # an older row of the same evaluation: add its bits
+                    conn.execute("UPDATE evaluations SET correct_bits = ? WHERE fingerprint = ? AND genome = ? "
+                                 "AND correct_bits IS NULL AND n_images = ? AND accuracy = ? AND below_floor IS ? "
+                                 "AND dominated_by IS ?", (correct_bits, fp, key, values[4], values[2], values[8],
+                                                          values[9]))
                 row = conn.execute(f"SELECT {_COLS} FROM evaluations WHERE fingerprint = ? AND genome = ?",
                                    (fp, key)).fetchone()
                 conn.execute("COMMIT")
@@ -410,7 +440,8 @@ class EvalCache:
                 writer = csv.writer(fh)
                 writer.writerow(CSV_COLUMNS)
                 for row in rows:
-                    writer.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row])
+                    writer.writerow(["" if v is None else (repr(v) if isinstance(v, float) else
+                                     bytes(v).hex() if isinstance(v, (bytes, memoryview)) else v) for v in row])
                     n += 1
         except OSError as exc:
             raise UserError(f"{path}: cannot write CSV ({exc.strerror or exc})") from None

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from surrogate_nas.emulation.ops import _device, exact_float32
+from surrogate_nas.emulation.ops import _device, cpu_vector_isa, exact_float32
 from surrogate_nas.evaluation.cache import fingerprint
 from surrogate_nas.evaluation.images import (
     ImageSet,
@@ -107,6 +107,8 @@ class Evaluator:
                           "tensorflow": tf.__version__, "device": _device()},
             "compensation": {"method": compensation},
         }
+        if self.description["emulation"]["device"] == "CPU":  # CPU kernels differ by vector ISA (float ties)
+            self.description["emulation"]["cpu_isa"] = cpu_vector_isa()
         if approximate != "conv":  # absent for conv-only twins: their fingerprints predate the option
             self.description["approximate"] = approximate
         self.designs = self._designs(compensation, calibration, rule_store, quiet, rule_images, prune_k)
@@ -228,19 +230,27 @@ class Evaluator:
     def n_images(self) -> int:
         return len(self._labels)
 
-    def count(self, genome, start: int = 0, stop: int | None = None) -> tuple[int, float]:
-        """Correct predictions on images [start, stop) of the scoring order, and seconds.
-        Always the same CHUNK-aligned batches, so any split of the work adds up exactly."""
+    def correct(self, genome, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, float]:
+        """Per image of [start, stop) of the scoring order (`order`): predicted right? And
+        seconds. Always the same CHUNK-aligned batches, so any split of the work gives the
+        same predictions."""
         began = time.perf_counter()
         self.set_genome(genome)
         stop = self.n_images if stop is None else min(stop, self.n_images)
-        correct, lo = 0, start
+        parts, lo = [], start
         while lo < stop:
             hi = min(stop, (lo // CHUNK + 1) * CHUNK, lo + self.batch_size)
             logits = self._predict(tf.constant(self._images[lo:hi]))
-            correct += int(np.sum(np.argmax(np.asarray(logits), axis=1) == self._labels[lo:hi]))
+            parts.append(np.argmax(np.asarray(logits), axis=1) == self._labels[lo:hi])
             lo = hi
-        return correct, time.perf_counter() - began
+        right = np.concatenate(parts) if parts else np.zeros(0, bool)
+        return right, time.perf_counter() - began
+
+    def count(self, genome, start: int = 0, stop: int | None = None) -> tuple[int, float]:
+        """Correct predictions on images [start, stop) of the scoring order, and seconds
+        (the popcount of `correct`: any split of the work adds up exactly)."""
+        right, seconds = self.correct(genome, start, stop)
+        return int(right.sum()), seconds
 
     def accuracy(self, genome) -> float:
         return self.count(genome)[0] / max(1, self.n_images)

@@ -4,8 +4,8 @@ or on a Dask cluster (joblib's Dask backend).
 A worker builds its evaluator once from a small picklable `EvaluatorSpec` (paths and
 settings) and keeps it for every later shard. It checks that its evaluator has the
 coordinator's fingerprint, so a worker on another machine with other data, model or
-TensorFlow version cannot mix its accuracies in. Workers only count correct
-predictions on image shards; the coordinator alone adds them up, decides on early
+TensorFlow version cannot mix its accuracies in. Workers only say which images of a
+shard they predicted right; the coordinator alone adds them up, decides on early
 stopping and writes the cache, in genome order. So a run on any number of workers
 gives the same evaluations, fronts and hypervolume history as a serial one.
 """
@@ -61,12 +61,23 @@ _EVALUATORS: dict = {}
 _LOCK = threading.Lock()  # a Dask worker may run several tasks in threads of one process
 
 
+def _evaluator(spec: EvaluatorSpec):
+    if spec not in _EVALUATORS:
+        _EVALUATORS[spec] = spec.build()
+    return _EVALUATORS[spec]
+
+
 def count_shard(spec: EvaluatorSpec, genome, start: int, stop: int) -> tuple[int, float]:
-    """The worker-side task: correct predictions of `genome` on images [start, stop)."""
+    """Correct predictions of `genome` on images [start, stop)."""
     with _LOCK:
-        if spec not in _EVALUATORS:
-            _EVALUATORS[spec] = spec.build()
-        return _EVALUATORS[spec].count(genome, start, stop)
+        return _evaluator(spec).count(genome, start, stop)
+
+
+def correct_shard(spec: EvaluatorSpec, genome, start: int, stop: int):
+    """The worker-side task: per image of [start, stop), did `genome` predict it right
+    (a boolean vector), and seconds."""
+    with _LOCK:
+        return _evaluator(spec).correct(genome, start, stop)
 
 
 class InProcess:
@@ -78,7 +89,7 @@ class InProcess:
         self.evaluator = evaluator
 
     def __call__(self, tasks):
-        return [self.evaluator.count(genome, start, stop) for genome, start, stop in tasks]
+        return [self.evaluator.correct(genome, start, stop) for genome, start, stop in tasks]
 
     def close(self) -> None:
         pass
@@ -110,7 +121,7 @@ class JoblibWorkers:
         from joblib import Parallel, delayed, parallel_config
 
         with parallel_config(backend=self.backend, n_jobs=self.n_jobs):
-            return Parallel()(delayed(count_shard)(self.spec, g, lo, hi) for g, lo, hi in tasks)
+            return Parallel()(delayed(correct_shard)(self.spec, g, lo, hi) for g, lo, hi in tasks)
 
     def close(self) -> None:
         if self.client is not None:

@@ -64,7 +64,7 @@ def _reach_text(counts: list[float]) -> str:
 
 
 def plot_comparison(out_dir: Path, runs: list[MethodRun], floor: float) -> None:
-    from surrogate_nas.results.plots import draw_front, plt
+    from surrogate_nas.results.plots import draw_front, finish_front_axes, plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, key in enumerate(dict.fromkeys((r.method, r.budget) for r in runs)):
@@ -88,14 +88,8 @@ def plot_comparison(out_dir: Path, runs: list[MethodRun], floor: float) -> None:
     for i, key in enumerate(dict.fromkeys((r.method, r.budget) for r in runs)):
         first = next(r for r in runs if (r.method, r.budget) == key)
         draw_front(ax, first.front, f"{key[0]} ({key[1]}), seed {first.seed}", f"C{i}", marker_size=9)
-    ax.set_xlabel("relative multiplication energy")
-    ax.set_ylabel("top-1 accuracy (search set)")
-    ax.set_title("Pareto fronts (first seed of each method)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "fronts.png", dpi=120)
-    plt.close(fig)
+    finish_front_axes(ax, fig, out_dir / "fronts.png", "top-1 accuracy (search set)",
+                      "Pareto fronts (first seed of each method)")
 
 
 def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base: SearchConfig, out_dir: Path,

@@ -119,8 +119,8 @@ def _merge(parts: list[tuple[str, list[_Source], str | None]], exact: str | None
     refs = []
     for src, sources, recorded in parts:
         label = _one_source(sources, src)
-        ref = _reference(sources, exact if exact is not None and any(s.name == exact for s in sources)
-                         else recorded, src)
+        names = {s.name for s in sources}
+        ref = _reference(sources, exact if exact in names else recorded if recorded in names else None, src)
         refs.append((src, label, ref))
     if len(parts) == 1:
         ref = refs[0][2]

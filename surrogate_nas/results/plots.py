@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window: runs happen on machines without a screen
 import matplotlib.pyplot as plt  # noqa: E402
 
-from surrogate_nas.search.surrogate import prediction_quality
+from surrogate_nas.search.surrogate import prediction_quality  # noqa: E402
 
 
 def plot_predictions(path: Path, log: list) -> None:
@@ -64,6 +67,18 @@ def plot_hv(path: Path, series: dict[str, list[tuple[int, float]]], reference, t
     ax.set_title(f"{title}\nreference point: accuracy {1 - reference[0]:.2f}, energy {reference[1]:.2f}")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def finish_front_axes(ax, fig, path: Path, ylabel: str, title: str) -> None:
+    """The common frame of a front figure (energy against accuracy), saved and closed."""
+    ax.set_xlabel("relative multiplication energy (1.0 = all exact)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

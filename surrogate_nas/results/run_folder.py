@@ -1,12 +1,20 @@
 """A run folder's files and their formats, in one place: `config.json` (the run's record:
 settings, evaluator, paths), `progress.json`, and the CSV tables that `summarize`,
-`finetune`, `export` and `--resume` read back."""
+`finetune`, `export` and `--resume` read back.
+
+`rescored_bits.csv` holds the per-image records of the re-scored genomes: one row per
+genome and split (genome_indices, split, n_images, bits), `bits` the hex text of the
+packed bitset the cache stores (numpy.packbits, bitorder "little": bit k of byte j is
+image 8 j + k of that split's scoring order, the same order for every genome). Runs made
+before per-image records have no such file."""
 
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
+
+import numpy as np
 
 from surrogate_nas.errors import UserError
 
@@ -20,6 +28,7 @@ class RunFolder:
     EVALUATIONS = "evaluations.csv"
     FRONT = "front.csv"
     RESCORED = "rescored.csv"
+    RESCORED_BITS = "rescored_bits.csv"
     SUMMARY = "summary.json"
 
     def __init__(self, path):
@@ -77,6 +86,36 @@ class RunFolder:
                          "validation_accuracy": float(r["validation_accuracy"]),
                          "test_accuracy": float(r["test_accuracy"]), "role": r["role"]})
         return rows
+
+    def write_rescored_bits(self, rows) -> None:
+        """`rows`: (genome, split, n_images, packed bits) of each re-scored genome and split
+        that has per-image records."""
+        tmp = self.path / (self.RESCORED_BITS + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["genome_indices", "split", "n_images", "bits"])
+            for genome, split, n_images, bits in rows:
+                writer.writerow([",".join(map(str, genome)), split, int(n_images), bytes(bits).hex()])
+        tmp.replace(self.path / self.RESCORED_BITS)
+
+    def rescored_bits(self) -> dict[tuple[tuple[int, ...], str], np.ndarray]:
+        """(genome, split) -> per image of the split's scoring order: right? Empty for a run
+        made before per-image records existed."""
+        path = self.path / self.RESCORED_BITS
+        if not path.is_file():
+            return {}
+        out = {}
+        for r in self.rows(self.RESCORED_BITS):
+            try:
+                n = int(r["n_images"])
+                raw = np.frombuffer(bytes.fromhex(r["bits"]), np.uint8)
+                if len(raw) != (n + 7) // 8:
+                    raise ValueError(f"{len(raw)} bytes for {n} images")
+                genome = tuple(int(v) for v in r["genome_indices"].split(","))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise UserError(f"{path}: not per-image records as a run writes them ({exc})") from None
+            out[genome, r["split"]] = np.unpackbits(raw, count=n, bitorder="little").astype(bool)
+        return out
 
     # ---- summary.json
     def summary(self) -> dict:

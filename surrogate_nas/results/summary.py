@@ -3,11 +3,23 @@
 "Best saving within X pp" takes, among the front points re-scored on the whole
 validation split, the cheapest one whose validation accuracy is at most X pp below the
 all-exact validation accuracy; its test loss is then read off, never used to choose.
+
+Each loss comes with a paired 95 % interval against all-exact on the same images (from
+the run folder's per-image records, `rescored_bits.csv`): the normal approximation of a
+difference of paired proportions, whose variance comes from the discordant images. With
+b images that only all-exact gets right and c that only the point gets right, out of n,
+the loss is (b - c) / n with standard error sqrt(b + c - (b - c)^2 / n) / n. A second
+rule, "upper bound", takes the cheapest point whose validation loss's upper bound is
+within X pp: a point it chooses is shown, at that confidence, to lose at most X pp.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
 
 from surrogate_nas.errors import UserError
 from surrogate_nas.results.run_folder import RunFolder
@@ -18,14 +30,64 @@ TOLERANCES_PP = (0.5, 1.0, 2.0)
 HV_CHECKPOINTS = (100, 200, 300)
 
 
+CONFIDENCE = 0.95  # of the paired intervals (two-sided)
+
+
+INTERVAL_METHOD = ("paired, on the same images: normal approximation with the variance from the discordant images, "
+                   "loss (b - c) / n +- z sqrt(b + c - (b - c)^2 / n) / n, b (c) the images only all-exact (only the "
+                   "point) gets right")
+
+
+NO_RECORDS = "no per-image records (made before they existed)"
+
+
+RULES = {
+    "point estimate": "the cheapest front point whose validation loss against all-exact is <= X pp",
+    "upper bound": ("the cheapest front point whose validation loss's upper 95 % bound (paired against all-exact) "
+                    "is <= X pp"),
+}
+
+
+def paired_loss(exact_right, point_right, confidence: float = CONFIDENCE) -> dict:
+    """Loss of a point against all-exact (accuracy difference, pp) on the same images, with
+    its two-sided `confidence` interval (the module's normal approximation).
+    `exact_right`, `point_right`: per image, right? (the same images, in the same order)."""
+    e, p = np.asarray(exact_right, bool), np.asarray(point_right, bool)
+    if e.shape != p.shape or e.ndim != 1 or len(e) == 0:
+        raise ValueError(f"paired_loss: per-image records of shapes {e.shape} and {p.shape}")
+    n = len(e)
+    b, c = int(np.sum(e & ~p)), int(np.sum(~e & p))
+    loss = (b - c) / n
+    half = NormalDist().inv_cdf(0.5 + confidence / 2) * math.sqrt(max(0.0, b + c - (b - c) ** 2 / n)) / n
+    return {"loss_pp": 100 * loss, "lower_pp": 100 * (loss - half), "upper_pp": 100 * (loss + half), "images": n,
+            "only_exact_right": b, "only_point_right": c}
+
+
+def _bound(point: dict, split: str) -> list[float] | None:
+    interval = (point.get("intervals") or {}).get(split)
+    return None if interval is None else [interval["lower_pp"], interval["upper_pp"]]
+
+
 def choose_within(points: list[dict], exact: dict, tolerance_pp: float) -> dict | None:
     """The largest-saving point within `tolerance_pp` of all-exact on validation."""
     ok = [p for p in points if 100 * (exact["validation_accuracy"] - p["validation_accuracy"]) <= tolerance_pp + 1e-9]
+    return _choice(ok, exact, tolerance_pp, "point estimate")
+
+
+def choose_confidently(points: list[dict], exact: dict, tolerance_pp: float) -> dict | None:
+    """The largest-saving point whose validation loss's upper bound is within `tolerance_pp`
+    (points need `intervals`, as `summarize` gives them; a point without is never chosen)."""
+    ok = [p for p in points if (b := _bound(p, "validation")) is not None and b[1] <= tolerance_pp + 1e-9]
+    return _choice(ok, exact, tolerance_pp, "upper bound")
+
+
+def _choice(ok: list[dict], exact: dict, tolerance_pp: float, rule: str) -> dict | None:
     if not ok:
         return None
     # energies come from CSVs with 6 decimals and from memory: compare them at that precision
     best = max(ok, key=lambda p: (round(1 - p["energy"], 6), p["validation_accuracy"]))
     return {
+        "rule": rule,
         "tolerance_pp": tolerance_pp,
         "genome": best["genome"],
         "genome_indices": best.get("genome_indices"),
@@ -36,6 +98,8 @@ def choose_within(points: list[dict], exact: dict, tolerance_pp: float) -> dict 
         "test_loss_pp": 100 * (exact["test_accuracy"] - best["test_accuracy"]),
         "validation_accuracy": best["validation_accuracy"],
         "test_accuracy": best["test_accuracy"],
+        "validation_loss_interval_pp": _bound(best, "validation"),
+        "test_loss_interval_pp": _bound(best, "test"),
     }
 
 
@@ -46,7 +110,8 @@ def hv_at(evaluations: list[dict], reference, checkpoints=HV_CHECKPOINTS) -> dic
 
     history = HVHistory(reference)
     for e in evaluations:
-        history.add([1 - e["accuracy"], e["energy"]] if not e.get("below_floor") else [1.0, 1.0])
+        stopped = e.get("below_floor") or e.get("dominated_by")
+        history.add([1 - e["accuracy"], e["energy"]] if not stopped else [1.0, 1.0])
     return {str(n): history.at(n) for n in checkpoints}
 
 
@@ -75,6 +140,7 @@ def summarize(run_dir: Path) -> dict:
     if exact is None:
         raise UserError(f"{run_dir / 'rescored.csv'}: no all-exact row (re-run without --no-test)")
     front = [r for r in rows if r["role"] == "front"]
+    records = _attach_intervals(folder, rows, exact)
     config = folder.record() if folder.exists() else {}
     summary = {
         "run": run_dir.name,
@@ -86,16 +152,40 @@ def summarize(run_dir: Path) -> dict:
         "validation_images": config.get("rescore", {}).get("validation_images"),
         "test_images": config.get("rescore", {}).get("test_images"),
         "chosen": {f"{t:g}pp": choose_within(front, exact, t) for t in TOLERANCES_PP},
+        "chosen_upper_bound": {f"{t:g}pp": choose_confidently(front, exact, t) for t in TOLERANCES_PP},
+        "intervals": {"confidence": CONFIDENCE, "method": INTERVAL_METHOD if records else None,
+                      "note": None if records else NO_RECORDS},
+        "rules": RULES,
         "hv": hv_at([{"accuracy": float(e["accuracy"]), "energy": float(e["energy"]),
-                      "below_floor": e.get("below_floor")} for e in evaluations], run_reference(config)),
+                      "below_floor": e.get("below_floor"), "dominated_by": e.get("dominated_by")}
+                     for e in evaluations], run_reference(config)),
         "hv_reference_accuracy": 1.0 - run_reference(config)[0],
-        "stopped_early": sum(1 for e in evaluations if e.get("below_floor")),
+        "stopped_early": sum(1 for e in evaluations if e.get("below_floor") or e.get("dominated_by")),
+        "stopped_by_race": sum(1 for e in evaluations if e.get("dominated_by")),
         "front_points_rescored": len(front),
         "rule": "chosen on validation accuracy (all validation images) against all-exact validation accuracy; "
                 "losses reported on the test set",
     }
     folder.write_summary(summary)
     return summary
+
+
+def _attach_intervals(folder: RunFolder, rows: list[dict], exact: dict) -> bool:
+    """Give each re-scored row its paired intervals against all-exact ("intervals": split ->
+    `paired_loss` or None) from the folder's per-image records; False when it has none."""
+    bits = folder.rescored_bits()
+    for r in rows:
+        for split in ("validation", "test"):
+            right = bits.get((r["genome_indices"], split))
+            if right is not None and abs(right.mean() - r[f"{split}_accuracy"]) > 1e-6:
+                raise UserError(f"{folder / folder.RESCORED_BITS}: {split} records of {r['genome']} give accuracy "
+                                f"{right.mean():.6f}, {folder.RESCORED} says {r[f'{split}_accuracy']}")
+    for r in rows:
+        r["intervals"] = {}
+        for split in ("validation", "test"):
+            e, p = bits.get((exact["genome_indices"], split)), bits.get((r["genome_indices"], split))
+            r["intervals"][split] = None if e is None or p is None or len(e) != len(p) else paired_loss(e, p)
+    return bool(bits)
 
 
 def format_summary(summary: dict) -> str:
@@ -108,10 +198,22 @@ def format_summary(summary: dict) -> str:
     ]
     if summary.get("exact_reference"):
         lines.append(f"savings: energy relative to the exact reference {summary['exact_reference']}")
-    for key, c in summary["chosen"].items():
-        if c is None:
-            lines.append(f"within {key}: no point")
-        else:
-            lines.append(f"within {key} (validation): saving {c['energy_saving_pct']:.1f} %, validation loss "
-                         f"{c['validation_loss_pp']:.2f} pp, test loss {c['test_loss_pp']:.2f} pp  {c['genome']}")
+    note = (summary.get("intervals") or {}).get("note")
+    for key in summary["chosen"]:
+        for rule, c in (("point estimate", summary["chosen"][key]),
+                        ("upper bound", (summary.get("chosen_upper_bound") or {}).get(key))):
+            if c is None:
+                why = note if rule == "upper bound" and note else "no point"
+                lines.append(f"within {key} ({rule}): {why}")
+            else:
+                lines.append(f"within {key} ({rule}): saving {c['energy_saving_pct']:.1f} %, validation loss "
+                             f"{c['validation_loss_pp']:.2f} pp{_interval(c, 'validation')}, test loss "
+                             f"{c['test_loss_pp']:.2f} pp{_interval(c, 'test')}  {c['genome']}")
+    if note:
+        lines.append(f"intervals: {note}")
     return "\n".join(lines)
+
+
+def _interval(chosen: dict, split: str) -> str:
+    bound = chosen.get(f"{split}_loss_interval_pp")
+    return "" if bound is None else f" [{bound[0]:.2f}, {bound[1]:.2f}]"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import matplotlib
 
 from surrogate_nas.genome import format_layers, genome_names  # noqa: E402
 
@@ -20,7 +19,6 @@ def write_surrogate_log(run_dir: Path, log: list) -> None:
             writer.writerow([row[c] if not isinstance(row[c], float) else f"{row[c]:.4f}" for c in SURROGATE_COLUMNS])
 
 
-matplotlib.use("Agg")
 
 
 def _no_methods(genome):
@@ -47,18 +45,20 @@ def write_table(out_dir: Path, rows: list[dict], notes=()) -> None:
 
 def write_evaluations_csv(path: Path, evaluations, catalog, methods=_no_methods, layers=None) -> None:
     """Every true evaluation; `genome` holds the circuit of each layer and `layers` the
-    Keras names of those layers (when `layers`, the evaluator's LayerInfos, are given)."""
+    Keras names of those layers (when `layers`, the evaluator's LayerInfos, are given);
+    `dominated_by`: the front point a racing stop lost to (genome indices)."""
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["order", "generation", "reason", "genome", "compensation", "genome_indices", "accuracy", "energy",
-                         "from_cache", "seconds", "n_images", "below_floor", "layers"])
+                         "from_cache", "seconds", "n_images", "below_floor", "layers", "dominated_by"])
         for order, e in enumerate(evaluations):
             stopped = getattr(e, "below_floor", None)
             writer.writerow(
                 [order, e.generation, e.reason, ";".join(genome_names(e.genome, catalog)), ";".join(methods(e.genome)),
                  ",".join(map(str, e.genome)), f"{e.accuracy:.6f}", f"{e.energy:.6f}", int(e.from_cache), f"{e.seconds:.3f}",
                  getattr(e, "n_images", None) or "", "" if stopped is None else f"{stopped:.6f}",
-                 _layer_names(layers, e.genome)]
+                 _layer_names(layers, e.genome),
+                 "" if getattr(e, "dominated_by", None) is None else ",".join(map(str, e.dominated_by))]
             )
 
 

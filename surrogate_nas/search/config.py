@@ -53,6 +53,9 @@ class SearchConfig:
                                                 "(default 250,500,1000)", parse=int_tuple)
     early_stop_confidence: float = setting(0.999, "one-sided confidence of a stop, Bonferroni over the looks "
                                                   "(default 0.999)")
+    race: bool = setting(False, "Pareto racing: at the early-stop looks, also stop a genome shown worse (paired sign "
+                                "test at --early-stop-confidence) than a front point of lower or equal energy "
+                                "(default off)")
     rescore: str = setting("floor", "which front points get re-scored on all validation and test images: floor "
                                     "(those at or above the accuracy floor; default) or all")
     initial: str = setting("exact+random", "full mode's initial population: exact+random (default) or seed-set "

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
+from surrogate_nas.genome import genome_from_key
 from surrogate_nas.search.pareto import LEGACY_HV_REFERENCE, hv_reference
 
 
@@ -26,10 +27,12 @@ class Evaluation:
     reason: str  # why it was truly evaluated: "initial", "offspring", "seed", "screened", "drift"
     n_images: int | None = None
     below_floor: float | None = None  # early-stopped below this floor: never on a front
+    correct_bits: bytes | None = None  # which scored images were right (evaluation.bits); None: not recorded
+    dominated_by: tuple[int, ...] | None = None  # racing stopped it: shown worse than this front point
 
     @property
     def stopped(self) -> bool:
-        return self.below_floor is not None
+        return self.below_floor is not None or self.dominated_by is not None
 
     @property
     def objectives(self) -> list[float]:
@@ -48,7 +51,7 @@ class TrueEvaluations:
 
     def __init__(self, score_many, energy_fn, cache, fingerprint: str, run_id: str, budget: int, n_images: int,
                  on_new=None, floor: float = 1.0 - LEGACY_HV_REFERENCE[0], stop_floor: float | None = None,
-                 group: int = 1):
+                 group: int = 1, race: bool = False):
         self.score_many = score_many
         self.n_images = n_images
         self.energy_fn = energy_fn
@@ -59,6 +62,8 @@ class TrueEvaluations:
         self.floor = floor
         self.stop_floor = stop_floor
         self.group = max(1, group)  # genomes computed together (one per worker)
+        self.race = race  # racing stops settle a genome (cache rows included)
+        self._unpacked: dict = {}
         self.archive: dict[tuple[int, ...], Evaluation] = {}
         self.on_new = on_new or (lambda evaluation: None)
         self.cache_hits = 0
@@ -98,7 +103,8 @@ class TrueEvaluations:
         return [self.archive[k].accuracy for k in keys]
 
     def _record(self, keys, generation: int, why: dict) -> None:
-        cached = {k: r for k, r in self.cache.get_many(self.fingerprint, keys).items() if r.answers(self.stop_floor)}
+        cached = {k: r for k, r in self.cache.get_many(self.fingerprint, keys).items()
+                  if r.answers(self.stop_floor, self.race)}
         misses = [k for k in keys if k not in cached]
         outcomes = dict(zip(misses, self.score_many(misses))) if misses else {}
         hits = []
@@ -107,7 +113,8 @@ class TrueEvaluations:
                 o = outcomes[key]
                 # First writer wins: another process may have stored this genome meanwhile.
                 record = self.cache.put(self.fingerprint, key, o.accuracy, self.energy_fn(key), o.n_images, o.seconds,
-                                        self.run_id, o.below_floor)
+                                        self.run_id, o.below_floor, getattr(o, "bits", None),
+                                        getattr(o, "dominated_by", None))
                 from_cache = False
             else:
                 record = cached[key]
@@ -119,10 +126,26 @@ class TrueEvaluations:
             else:
                 self.computed += 1
             evaluation = Evaluation(key, float(record.accuracy), float(self.energy_fn(key)), from_cache, generation,
-                                    float(record.seconds or 0.0), why[key], record.n_images, record.below_floor)
+                                    float(record.seconds or 0.0), why[key], record.n_images, record.below_floor,
+                                    getattr(record, "correct_bits", None),
+                                    None if getattr(record, "dominated_by", None) is None
+                                    else genome_from_key(record.dominated_by))
             self.archive[key] = evaluation
             self.on_new(evaluation)
         self.cache.record_hits(self.fingerprint, hits, self.run_id)
+
+    def rivals(self, genome) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        """What racing compares `genome` with: the current front points of lower or equal
+        energy that have per-image records of the whole search set (cheapest first)."""
+        energy = float(self.energy_fn(tuple(genome)))
+        out = []
+        for e in self.front():
+            if e.energy <= energy and e.correct_bits is not None and e.n_images == self.n_images:
+                if e.genome not in self._unpacked:  # bits.unpack_correct's format
+                    self._unpacked[e.genome] = np.unpackbits(np.frombuffer(e.correct_bits, np.uint8),
+                                                             count=self.n_images, bitorder="little").astype(bool)
+                out.append((e.genome, self._unpacked[e.genome]))
+        return out
 
     def front(self) -> list[Evaluation]:
         """Non-dominated truly evaluated genomes, by energy (early-stopped ones never)."""

@@ -68,7 +68,6 @@ class Context:
     def __init__(self, paths, search_images: int | None, test_images: int | None, seed: int = 0, quiet: bool = False,
                  compensation: str = "auto", approximate: str = "conv", workers: int = 1,
                  dask_scheduler: str | None = None, rule_images: int | None = None, prune_k: int | None = None):
-        from surrogate_nas.evaluation.cache import EvalCache, default_cache_file
         from surrogate_nas.evaluation.inputs import (
             ensure_card,
             ensure_model,
@@ -96,8 +95,17 @@ class Context:
         self._evaluator_cache = None
         self._workers = (workers, dask_scheduler)
         self._pool_cache = None
-        self.cache = EvalCache(default_cache_file(Path(paths.cache)))
+        self._cache = None
         self.exact_index = self.catalog.exact_index
+
+    @property
+    def cache(self):
+        """The evaluation database (opened on first use: `evaluate` never touches it)."""
+        from surrogate_nas.evaluation.cache import EvalCache, default_cache_file
+
+        if self._cache is None:
+            self._cache = EvalCache(default_cache_file(Path(self.paths.cache)))
+        return self._cache
 
     @property
     def evaluator(self):
@@ -133,26 +141,27 @@ class Context:
         if self._pool_cache is not None:
             self._pool_cache.close()
 
-    def score_many(self, genomes, rule=None) -> list:
+    def score_many(self, genomes, rule=None, rivals=None) -> list:
         """Outcomes of `genomes` on the search set, on this context's workers, stopping each
-        as `rule` (a `StoppingRule`) says (None: every image)."""
+        as `rule` (a `StoppingRule`) says (None: every image); `rivals`: what it races."""
         from surrogate_nas.evaluation.early_stop import StoppingRule, score_genomes
         from surrogate_nas.evaluation.evaluator import CHUNK
 
-        return score_genomes(genomes, self.pool, self.evaluator.n_images, rule or StoppingRule(None), CHUNK)
+        return score_genomes(genomes, self.pool, self.evaluator.n_images, rule or StoppingRule(None), CHUNK, rivals)
 
     def truth(self, run_id: str, config: SearchConfig, floor: float, on_new=None, budget: int | None = None
               ) -> TrueEvaluations:
         """The budgeted true evaluations of one run on this context's search set, stopped
-        early below `floor` as `config` says."""
+        early below `floor` (and by racing) as `config` says."""
         from surrogate_nas.evaluation.early_stop import StoppingRule
 
         stop_floor = floor if config.early_stop else None
-        rule = StoppingRule(stop_floor, config.early_stop_confidence, config.early_stop_looks)
-        return TrueEvaluations(lambda genomes: self.score_many(genomes, rule), self.evaluator.energy_model,
-                               self.cache, self.evaluator.fingerprint, run_id,
-                               config.budget if budget is None else budget, self.evaluator.n_images, on_new,
-                               floor=floor, stop_floor=stop_floor, group=self.pool.workers)
+        rule = StoppingRule(stop_floor, config.early_stop_confidence, config.early_stop_looks, race=config.race)
+        truth = TrueEvaluations(lambda genomes: self.score_many(genomes, rule, truth.rivals if config.race else None),
+                                self.evaluator.energy_model, self.cache, self.evaluator.fingerprint, run_id,
+                                config.budget if budget is None else budget, self.evaluator.n_images, on_new,
+                                floor=floor, stop_floor=stop_floor, group=self.pool.workers, race=config.race)
+        return truth
 
     def accuracy_floor(self, config: SearchConfig, run_id: str) -> tuple[float, str]:
         """The configured floor, or all-exact search-set accuracy minus `floor_below_exact` (and why)."""
@@ -237,10 +246,28 @@ class Context:
     def cached_accuracy(self, split: str, genome, run_id: str) -> float:
         """Complete accuracy of `genome` on "search" (the search set, on the workers),
         "validation" or "test", through the cache: the one get-score-put outside a search."""
+        return self.cached_record(split, genome, run_id).accuracy
+
+    def cached_record(self, split: str, genome, run_id: str):
+        """The cache row of `genome`'s complete evaluation on `split` (see `cached_accuracy`),
+        with its per-image bits (`Record.correct()`, in the evaluator's scoring order). A
+        row made before bits were recorded is scored again; its bits are added when the
+        new evaluation agrees with it."""
+        from surrogate_nas.evaluation.bits import pack_correct
+        from surrogate_nas.evaluation.early_stop import Outcome
+
         ev = self.evaluator if split == "search" else self.rescore_evaluator(split)
         key = tuple(int(g) for g in genome)
         record = self.cache.get(ev.fingerprint, key)
-        if record is None or not record.answers(None):
-            (o,) = self.score_many([key]) if split == "search" else (ev.score(key),)
-            record = self.cache.put(ev.fingerprint, key, o.accuracy, ev.energy(key), o.n_images, o.seconds, run_id)
-        return record.accuracy
+        if record is None or not record.answers(None) or record.correct_bits is None:
+            if split == "search":
+                (o,) = self.score_many([key])
+            else:
+                right, seconds = ev.correct(key)
+                o = Outcome(int(right.sum()), len(right), seconds, bits=pack_correct(right))
+            record = self.cache.put(ev.fingerprint, key, o.accuracy, ev.energy(key), o.n_images, o.seconds, run_id,
+                                    correct_bits=o.bits)
+            if record.correct_bits is None:
+                print(f"warning: {split} accuracy of {key} in the cache ({record.accuracy}) differs from a new "
+                      f"evaluation ({o.accuracy}); kept the cached one, without per-image records", file=sys.stderr)
+        return record

@@ -266,7 +266,7 @@ def write_results(out: Path, results: list[FinetuneResult], catalog, context: di
 
 
 def plot_before_after(path: Path, results: list[FinetuneResult], context: dict) -> None:
-    from surrogate_nas.results.plots import plt
+    from surrogate_nas.results.plots import finish_front_axes, plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     front = sorted(context["front"], key=lambda r: r["energy"])
@@ -279,14 +279,7 @@ def plot_before_after(path: Path, results: list[FinetuneResult], context: dict) 
                     arrowprops={"arrowstyle": "->", "color": "0.4", "lw": 0.8})
     exact = context["exact"]["validation_accuracy"]
     ax.axhline(exact, c="k", ls=":", lw=1, label=f"all-exact {exact:.4f}")
-    ax.set_xlabel("relative multiplication energy (1.0 = all exact)")
-    ax.set_ylabel("top-1 accuracy (all validation images)")
-    ax.set_title("Fine-tuning the chosen designs")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_front_axes(ax, fig, path, "top-1 accuracy (all validation images)", "Fine-tuning the chosen designs")
 
 
 def format_results(results: list[FinetuneResult], summary: dict) -> str:

@@ -4,7 +4,7 @@ re-score the front on the test set."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -39,8 +39,9 @@ class RunResult:
     generations: int
     surrogate_log: list
     floor: float = 0.70  # the accuracy floor of the run
-    stopped: int = 0  # evaluations stopped early below the floor
+    stopped: int = 0  # evaluations stopped early below the floor or by racing
     rescore_seconds: float = 0.0
+    rescored_bits: dict = field(default_factory=dict)  # (genome, split) -> (n_images, packed per-image bits)
 
     @property
     def hv_reference(self) -> tuple[float, float]:
@@ -131,16 +132,19 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     front = truth.front()
     exact = (ctx.exact_index,) * len(ctx.evaluator.layers)
     rescored: dict = {}
+    bits: dict = {}
     rescore_start = time.time()
     if config.evaluate_test:
         for genome in tqdm(rescore_genomes(front, exact, None if config.rescore == "all" else floor),
                            desc="re-scoring the front",
                            disable=ctx.quiet or None):
-            rescored[genome] = (ctx.rescored_accuracy("validation", genome, run_id),
-                                ctx.rescored_accuracy("test", genome, run_id))
+            records = {split: ctx.cached_record(split, genome, run_id) for split in ("validation", "test")}
+            rescored[genome] = (records["validation"].accuracy, records["test"].accuracy)
+            bits.update({(genome, split): (r.n_images, r.correct_bits) for split, r in records.items()
+                         if r.correct_bits is not None})
     result = RunResult(run_id, run_dir, front, list(truth.archive.values()), hv_history, rescored, exact,
                        seconds, truth.cache_hits, truth.computed, generations, surrogate_log, floor,
-                       sum(e.stopped for e in truth.archive.values()), time.time() - rescore_start)
+                       sum(e.stopped for e in truth.archive.values()), time.time() - rescore_start, bits)
     write_outputs(result, ctx, config)
     if config.finetune_top and rescored:
         finetune_best(ctx, run_dir, config.finetune_top)
@@ -202,7 +206,7 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
         f"run {result.run_id}: mode {config.mode}, budget {config.budget}, pop {config.pop_size}, "
         f"generations {result.generations}, {len(result.evaluations)} true evaluations "
         f"({result.computed} computed, {result.cache_hits} from cache, {result.stopped} stopped early below the "
-        f"accuracy floor {result.floor:.4f}), search {result.seconds:.0f} s, re-scoring {result.rescore_seconds:.0f} s; "
+        f"accuracy floor {result.floor:.4f} or by racing), search {result.seconds:.0f} s, re-scoring {result.rescore_seconds:.0f} s; "
         f"search set {len(ctx.evaluator.image_set.labels)} validation images"
     )
     if result.rescored:
@@ -220,6 +224,8 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
     if result.rescored:
         write_rescored_csv(d / "rescored.csv", result.rescored, [e.genome for e in result.front], result.exact_genome,
                            catalog, ctx.evaluator.energy, methods, layers)
+        RunFolder(d).write_rescored_bits([(genome, split, n, bits) for (genome, split), (n, bits)
+                                          in result.rescored_bits.items()])
         summary = summarize(d)
         if not ctx.quiet:
             print(format_summary(summary))

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from surrogate_nas.cli.flags import paths_from_args
     from surrogate_nas.errors import UserError
     from surrogate_nas.evaluation.images import SCORED_SPLITS
-    from surrogate_nas.evaluation.inputs import load_catalog_from
+    from surrogate_nas.evaluation.inputs import ensure_model, load_catalog_from
     from surrogate_nas.genome import (
         check_approximate,
         format_layers,
@@ -50,14 +50,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seed: must be >= 0, got {args.seed}")
     paths = paths_from_args(args)
     parse_genome(args.genome, load_catalog_from(paths, args.compensation))  # names and indices, before anything loads
-    validation = args.split == "validation"
-    n_images = args.images if args.images is not None else (2000 if validation else None)
-    ctx = Context(paths, n_images if validation else None, None if validation else n_images, seed=args.seed,
-                  quiet=args.json, compensation=args.compensation, approximate=args.approximate)
+    # the genome's length before data, card and the auto rule (minutes on a new model)
+    layers = approximable_layers(load_model(ensure_model(paths)), args.approximate)
+    parse_genome(args.genome, load_catalog_from(paths, args.compensation), len(layers))
+    n_images = args.images if args.images is not None else (2000 if args.split == "validation" else None)
+    ctx = Context(paths, None, None, seed=args.seed, quiet=args.json, compensation=args.compensation,
+                  approximate=args.approximate)
     catalog = ctx.catalog
-    layers = approximable_layers(load_model(ctx.model_path), args.approximate)
-    genome = parse_genome(args.genome, catalog, len(layers))  # before the auto rule (minutes on a new model)
-    evaluator = ctx.evaluator if validation else ctx.test_evaluator
+    genome = parse_genome(args.genome, catalog, len(layers))
+    evaluator = ctx.build_evaluator(args.split, n_images, args.seed)
     score = evaluator.score(genome)
     methods = evaluator.design_labels(genome)
     if args.json:
