@@ -237,6 +237,39 @@ def test_resume_after_sigkill_gives_the_uninterrupted_front(project, cli, tmp_pa
     assert _rows(db, "u") == 0
 
 
+def test_kill_in_the_first_seconds_is_resumed(project, cli, tmp_path, subprocess_env):
+    """Killed after the run's record exists but before its evaluator (and the auto rule)
+    is built: `--resume` continues it and gives the uninterrupted run's front."""
+    cache, out = tmp_path / "cache", tmp_path / "runs"
+    search = ["--budget", "12", "--seed", "2", "--no-test", "--compensation", "auto"]
+    argv = [PYTHON, "-m", "surrogate_nas", *FULL, *search, "--out", str(out), "--run-id", "k",
+            *project.flags(cache=cache)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=subprocess_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    record = out / "k" / "config.json"
+    try:
+        while not record.exists():  # an event, not a clock: the pending record appears first
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended (rc {proc.returncode}) before its record appeared: "
+                            f"{proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        proc.stderr.close()
+    saved = json.loads(record.read_text())
+    assert saved["evaluator"] is None and saved["search"]["budget"] == 12  # killed in the first window
+    r = cli("run", "--resume", "k", "--out", out, cache=cache, paths=False)  # paths from the run's record
+    assert r.rc == 0, r.err
+    assert json.loads(record.read_text())["evaluator"] is not None
+    r = cli(*FULL, *search, "--out", tmp_path / "fresh", "--run-id", "u", cache=cache)
+    assert r.rc == 0, r.err
+    assert _front(tmp_path / "fresh" / "u") == _front(out / "k")
+
+
 # --------------------------------------------------------------------------- guarded resume
 
 

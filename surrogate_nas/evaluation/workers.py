@@ -31,6 +31,8 @@ class EvaluatorSpec:
     approximate: str
     fingerprint: str
     threads: int = 0  # TensorFlow threads per worker (0: TensorFlow's default)
+    rule_images: int | None = None  # the auto rule's settings, as the coordinator's
+    prune_k: int | None = None
 
     def build(self):
         from surrogate_nas.evaluation.evaluator import Evaluator
@@ -48,7 +50,8 @@ class EvaluatorSpec:
         evaluator = Evaluator.from_paths(ensure_model(self.paths), load_catalog_from(self.paths, self.compensation),
                                          load_data_from(self.paths), self.split, self.n_images, self.seed,
                                          compensation=self.compensation, rule_store=self.paths.cache, quiet=True,
-                                         approximate=self.approximate)
+                                         approximate=self.approximate, rule_images=self.rule_images,
+                                         prune_k=self.prune_k)
         if evaluator.fingerprint != self.fingerprint:
             raise RuntimeError(f"worker {os.uname().nodename} pid {os.getpid()}: its evaluator differs from the "
                                "coordinator's (other files, TensorFlow version or device); refusing to score")

@@ -85,7 +85,7 @@ def run_studies(make_context, paths: list[Path], out_dir: Path, overrides: dict)
     key, ctx = None, None
     for name, modes, config in study_configs(paths, overrides):
         wanted = (config.search_images, config.test_images, config.compensation, config.approximate,
-                  config.rule_images)
+                  config.rule_images, config.prune_k)
         if wanted != key:
             key, ctx = wanted, None
             ctx = make_context(config)

@@ -138,6 +138,6 @@ def design_catalog(catalog):
             name = e.name if method == "none" else f"{e.name}+{method}"
             entries.append(Multiplier(name, e.lut, e.power_mw, e.sha256, e.csv, e.metrics))
             methods.append(method)
-    designs = Catalog(entries, catalog.path)
+    designs = Catalog(entries, catalog.path, exact=catalog.exact.name)
     designs.design_methods = methods
     return designs

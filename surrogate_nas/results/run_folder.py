@@ -58,6 +58,18 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         _write_json(self.path / self.CONFIG, doc)
 
+    def discard_pending(self) -> None:
+        """Remove a record that never got past "started" (and the folder, when empty)."""
+        path = self.path / self.CONFIG
+        try:
+            pending = json.loads(path.read_text()).get("evaluator", "") is None
+        except (OSError, ValueError):
+            return
+        if pending:
+            path.unlink()
+            if not any(self.path.iterdir()):
+                self.path.rmdir()
+
     def write_progress(self, state: dict) -> None:
         (self.path / self.PROGRESS).write_text(json.dumps(state) + "\n")
 

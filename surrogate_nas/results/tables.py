@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-
 from surrogate_nas.genome import format_layers, genome_names  # noqa: E402
 
 SURROGATE_COLUMNS = ("generation", "train_size", "n_fresh", "r2", "mae", "kendall_tau", "cum_n", "cum_r2", "cum_mae", "cum_kendall_tau", "kind")

@@ -134,7 +134,8 @@ class Context:
             return InProcess(self.evaluator)
         ev = self.evaluator
         spec = EvaluatorSpec(self.paths, "validation", ev.n_images, seed, self.compensation, self.approximate,
-                             ev.fingerprint, 0 if scheduler else threads_per_worker(workers))
+                             ev.fingerprint, 0 if scheduler else threads_per_worker(workers), self.rule_images,
+                             self.prune_k)
         return JoblibWorkers(spec, workers, scheduler)
 
     def close(self) -> None:

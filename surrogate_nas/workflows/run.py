@@ -21,6 +21,7 @@ from surrogate_nas.workflows.run_folder import (
     _write_progress,
     check_saved_run,
     new_run_id,
+    write_pending_record,
 )
 
 
@@ -83,7 +84,8 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
         raise UserError(f"--run-id {run_id}: {run_dir} already exists (use --resume {run_id} to continue it)")
     if resume and (run_dir / "config.json").exists():
         check_saved_run(run_dir, ctx, config, resume_flag or f"--resume {run_id}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        write_pending_record(run_dir, config, run_id, ctx.paths, ctx.model_path)
     floor, floor_source = ctx.accuracy_floor(config, run_id)
     _write_config(run_dir, ctx, config, run_id, floor, floor_source)
 

@@ -112,10 +112,31 @@ def check_saved_run(run_dir: Path, ctx, config: SearchConfig, flag: str) -> None
         diffs = ", ".join(f"{k} {saved_search.get(k)!r} saved, {wanted.get(k)!r} now" for k in changed)
         raise UserError(f"{flag}: {run_dir} holds a run with other settings ({diffs}); "
                         "use another --out")
+    if saved_evaluator is None:
+        return  # killed before its evaluator was built: nothing was scored under this run id yet
     now = json.loads(json.dumps(ctx.evaluator.description))
     if saved_evaluator != now:
         raise UserError(f"{flag}: {run_dir} was run with another evaluator; changed: "
                         f"{describe_changes(saved_evaluator, now)}; start a new run instead")
+
+
+def write_pending_record(run_dir: Path, config: SearchConfig, run_id: str, paths, model_path=None) -> None:
+    """The record of a run before anything expensive (data, model card, the auto rule):
+    its settings and paths, the evaluator still unknown. With it, a run killed in its
+    first seconds is continued by `--resume` like any other."""
+    from surrogate_nas.config import portable, project_root
+
+    root = project_root(paths)
+    model = model_path or paths.model
+
+    def where(path):
+        return None if path is None else portable(path, root)
+
+    RunFolder(run_dir).write_record({
+        "run_id": run_id, "status": "started: evaluator not built yet", "search": config.as_dict(),
+        "evaluator": None, "fingerprint": None, "model": where(model), "catalog": where(paths.multipliers),
+        "data_path": where(paths.data),
+    })
 
 
 def early_stopping_description(config: SearchConfig, floor: float) -> dict | str:

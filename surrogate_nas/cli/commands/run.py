@@ -49,10 +49,16 @@ def ignored_with_resume(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from surrogate_nas.cli.flags import paths_from_args
+    from surrogate_nas.errors import UserError
     from surrogate_nas.genome import design_names
+    from surrogate_nas.results.run_folder import RunFolder
     from surrogate_nas.workflows.context import Context
     from surrogate_nas.workflows.run import execute
-    from surrogate_nas.workflows.run_folder import load_run_config
+    from surrogate_nas.workflows.run_folder import (
+        load_run_config,
+        new_run_id,
+        write_pending_record,
+    )
 
     out_dir = Path(args.out)
     workers = worker_settings(args)
@@ -66,12 +72,22 @@ def run(args: argparse.Namespace) -> int:
         ctx, config = Context.from_run(out_dir / args.resume, paths_from_args(args), **workers)
     else:
         config = config_from_args(args)
-        run_id = args.run_id
         config.validate()
-        ctx = Context.for_search(paths_from_args(args), config, **workers)
+        run_id = args.run_id or new_run_id(config)
+        if RunFolder(out_dir / run_id).exists():
+            raise UserError(f"--run-id {run_id}: {out_dir / run_id} already exists (use --resume {run_id} to continue it)")
+        # recorded before anything expensive: a kill from here on is continued by --resume
+        write_pending_record(out_dir / run_id, config, run_id, paths_from_args(args))
+        print(f"run {run_id} in {out_dir}: an interrupted run continues with "
+              f"`python -m surrogate_nas run --resume {run_id} --out {out_dir}`", flush=True)
+        try:
+            ctx = Context.for_search(paths_from_args(args), config, **workers)
+        except UserError:  # a mistake, not a kill: leave nothing behind
+            RunFolder(out_dir / run_id).discard_pending()
+            raise
     try:
-        result = execute(ctx, config, out_dir, run_id=run_id, resume=bool(args.resume),
-                         resume_flag=f"--resume {args.resume}" if args.resume else None)
+        result = execute(ctx, config, out_dir, run_id=run_id, resume=True,
+                         resume_flag=f"--resume {args.resume}" if args.resume else f"--run-id {run_id}")
     finally:
         ctx.close()
     print(f"\nrun {result.run_id}: {len(result.evaluations)} true evaluations "
