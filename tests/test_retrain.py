@@ -1,0 +1,174 @@
+"""surrogate_nas.workflows.retrain on the tiny project: the distillation loss, the schedule, the
+teacher-logit cache, resume after a kill, band candidates and keep-the-better."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import make_evaluator
+
+from surrogate_nas.workflows import retrain as rt
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("alpha,temperature,smoothing", [(0.9, 4.0, 0.0), (0.5, 2.0, 0.1), (0.0, 4.0, 0.1)])
+def test_distillation_loss_matches_numpy(alpha, temperature, smoothing):
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(0, 3, (16, 10)), rng.normal(0, 3, (16, 10))
+    y = np.eye(10)[rng.integers(0, 10, 16)]
+    ys = y * (1 - smoothing) + smoothing / 10
+    ce = -np.sum(ys * np.log(_softmax(s)), axis=1)
+    pt, ps = _softmax(t / temperature), _softmax(s / temperature)
+    kl = np.sum(pt * (np.log(pt) - np.log(ps)), axis=1)
+    expected = np.mean(alpha * temperature**2 * kl + (1 - alpha) * ce)
+    loss = rt.DistillationLoss(10, alpha, temperature, smoothing)
+    got = float(loss(y.astype(np.float32), np.concatenate([s, t], axis=1).astype(np.float32)))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_warmup_cosine_closed_form():
+    peak, total, warm = 0.1, 100, 10
+    sched = rt.WarmupCosine(peak, total, warm)
+    for step in (0, 4, 9):
+        assert float(sched(step)) == pytest.approx(peak * (step + 1) / warm, rel=1e-6)
+    for step in (10, 37, 55, 99, 100, 150):
+        p = min(1.0, (step - warm) / (total - warm))
+        assert float(sched(step)) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * p)), rel=1e-5, abs=1e-9)
+    assert float(sched(total)) == pytest.approx(0.0, abs=1e-9)
+    assert rt.WarmupCosine.from_config(sched.get_config()).get_config() == sched.get_config()
+    no_warm = rt.WarmupCosine(peak, total, 0, min_lr=0.01)
+    assert float(no_warm(0)) == pytest.approx(peak)
+    assert float(no_warm(total)) == pytest.approx(0.01)
+
+
+@pytest.fixture(scope="module")
+def splits(dataset):
+    from surrogate_nas.data.splits import make_splits
+
+    return make_splits(dataset, seed=0)
+
+
+def _evaluator(float_model, card, catalog, dataset):
+    return make_evaluator(float_model, card, catalog, dataset, n_images=20)
+
+
+GENOME = (3, 1, 0, 1, 2)  # noisy, exact, trunc, exact, lowbits
+
+
+def test_teacher_cache_reused_and_invalidated(float_model, card, catalog, dataset, splits, tmp_path, monkeypatch):
+    ev = _evaluator(float_model, card, catalog, dataset)
+    ev.set_genome(GENOME)
+    calls = []
+    compute = rt._all_exact_logits
+    monkeypatch.setattr(rt, "_all_exact_logits", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    x = splits.x_train[:64]
+    first = rt.teacher_logits(ev, x, tmp_path)
+    assert len(calls) == 1 and len(list(tmp_path.glob("teacher-*.npy"))) == 1
+    # the all-exact twin's logits, and the design is back in place afterwards
+    exact = make_evaluator(float_model, card, catalog, dataset, n_images=20)
+    exact.set_genome(rt._exact_genome(exact))
+    np.testing.assert_array_equal(first, np.asarray(exact._predict(x.astype(np.float32))))
+    assert ev._current == list(GENOME)
+    second = rt.teacher_logits(ev, x, tmp_path)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first, second)
+    kernel = ev.layers[0].kernel
+    kernel.assign(kernel.numpy() * 1.01)  # other weights: another teacher
+    rt.teacher_logits(ev, x, tmp_path)
+    assert len(calls) == 2 and len(list(tmp_path.glob("teacher-*.npy"))) == 2
+
+
+class Kill(Exception):
+    pass
+
+
+class KillAtEpoch:
+    """A Keras callback that raises when epoch `k` (0-based) begins."""
+
+    def __new__(cls, k):
+        import keras
+
+        class _Kill(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == k:
+                    raise Kill(f"killed at epoch {epoch}")
+
+        return _Kill()
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+@pytest.mark.slow  # trains the tiny model several epochs (minutes); run in benchmarks, not CI
+@pytest.mark.parametrize("recipe", [
+    rt.Recipe("kd", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32),
+    rt.Recipe("ce-aug", "sgd", 1e-2, epochs=2, alpha=0.0, augment=True, batch_size=32),
+], ids=["kd-cached", "ce-augmented"])
+def test_resume_after_kill_equals_uninterrupted(recipe, float_model, card, catalog, dataset, splits, tmp_path):
+    whole = rt.retrain(_evaluator(float_model, card, catalog, dataset), GENOME, splits, recipe, tmp_path / "whole",
+                       teacher_cache=tmp_path / "cache", verbose=0, quiet=True)
+    ev = _evaluator(float_model, card, catalog, dataset)
+    with pytest.raises(Kill):
+        rt.retrain(ev, GENOME, splits, recipe, tmp_path / "killed", teacher_cache=tmp_path / "cache", verbose=0,
+                   quiet=True, callbacks=[KillAtEpoch(1)])
+    import json
+
+    assert [h["epoch"] for h in json.loads((tmp_path / "killed" / "history.json").read_text())["history"]] == [0, 1]
+    ev2 = _evaluator(float_model, card, catalog, dataset)
+    resumed = rt.retrain(ev2, GENOME, splits, recipe, tmp_path / "killed", teacher_cache=tmp_path / "cache", verbose=0,
+                         quiet=True)
+    assert [h["epoch"] for h in whole.history] == [0, 1, 2]
+    assert _strip(resumed.history) == _strip(whole.history)
+    assert resumed.best_epoch == whole.best_epoch
+
+
+def test_band_candidates_on_a_hand_made_front():
+    front = [
+        {"energy": 0.64, "validation_accuracy": 0.80},  # 36 % saving
+        {"energy": 0.62, "validation_accuracy": 0.81},  # 38 %: best of band 35-40
+        {"energy": 0.58, "validation_accuracy": 0.79},  # 42 %
+        {"energy": 0.56, "validation_accuracy": 0.79},  # 44 %: same accuracy, cheaper: kept
+        {"energy": 0.45, "validation_accuracy": 0.70},  # 55 %: band 55-60 (lower edge inside)
+        {"energy": 0.20, "validation_accuracy": 0.30},  # 80 %: outside 35-70
+        {"energy": 0.70, "validation_accuracy": 0.83},  # 30 %: outside
+    ]
+    got = rt.band_candidates(front)
+    assert [(c["band"], c["energy"]) for c in got] == [((35, 40), 0.62), ((40, 45), 0.56), ((55, 60), 0.45)]
+    assert rt.band_candidates(front, lo=40, hi=50, width=10)[0]["energy"] == 0.56
+    assert rt.band_candidates([], 35, 70) == []
+
+
+@pytest.mark.slow  # trains the tiny model several epochs (minutes); run in benchmarks, not CI
+@pytest.mark.parametrize("recipe", [
+    rt.Recipe("wreck", "sgd", 5.0, epochs=1, schedule="constant", warmup_epochs=0, alpha=0.0, batch_size=32),
+    rt.Recipe("mild", "adam", 1e-3, epochs=2, batch_size=32),
+], ids=["destructive", "mild"])
+def test_keep_better_never_worse_than_untuned_on_choosing_images(recipe, float_model, card, catalog, dataset, splits,
+                                                                  tmp_path):
+    from surrogate_nas.evaluation.images import select_images
+
+    choosing = select_images(splits, dataset.source_hash, "validation", None)
+    ev = _evaluator(float_model, card, catalog, dataset)
+    ev.set_genome(GENOME)
+    untuned = rt.image_accuracy(ev, choosing)
+    result = rt.retrain(ev, GENOME, splits, recipe, tmp_path / "w", teacher_cache=tmp_path / "cache", choosing=choosing,
+                        verbose=0, quiet=True)
+    final = rt.image_accuracy(ev, choosing)
+    assert result.choosing_before == pytest.approx(untuned)
+    assert final >= untuned
+    assert final == pytest.approx(result.choosing_after if result.kept == "retrained" else result.choosing_before)
+    if result.kept == "untuned":
+        fresh = _evaluator(float_model, card, catalog, dataset)
+        fresh.set_genome(GENOME)
+        for a, b in zip(ev.model.get_weights(), fresh.model.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    if recipe.name == "wreck":
+        assert result.kept == "untuned"
