@@ -145,7 +145,9 @@ def test_png_folder_round_trips_exactly(png_folder):
     d = load_cifar10(root, progress=False)
     _assert_arrays(d, *arrays)
     np.testing.assert_array_equal(d.y_train[:: PER_CLASS["train"]], np.arange(10))  # label order = CLASSES
-    assert d.source == f"CIFAR-10 (image folder) from {root}"
+    from surrogate_nas.config import portable, project_root
+
+    assert d.source == f"CIFAR-10 (image folder) from {portable(root, project_root())}"  # no absolute path
 
 
 def test_png_tar_with_extra_top_folder(png_folder, tmp_path):

@@ -342,7 +342,7 @@ def test_resume_with_the_same_evaluator_elsewhere_and_ignored_flags(small_run, c
     lines = r.out.splitlines()
     assert lines[:2] == ["resuming g with its saved configuration",
                          "ignored with --resume (the saved configuration applies): --budget 99, --pop-size 8, "
-                         "--compensation bias, --no-test"]
+                         "--no-test, --compensation bias"]
     assert json.loads((out / "g" / "config.json").read_text())["search"]["budget"] == 6
     assert len(read_csv(out / "g" / "evaluations.csv")) == 6
 

@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = execute(ctx, config, out_dir, run_id=run_id, resume=True,
                          resume_flag=f"--resume {args.resume}" if args.resume else f"--run-id {run_id}")
+    except UserError:  # a mistake found while building the evaluator: leave no half-made run
+        RunFolder(out_dir / run_id).discard_pending()
+        raise
     finally:
         ctx.close()
     print(f"\nrun {result.run_id}: {len(result.evaluations)} true evaluations "
