@@ -216,6 +216,14 @@ def subprocess_env(tmp_path) -> dict:
 PYTHON = sys.executable
 
 
+def write_csv(path, rows: list[dict]) -> None:
+    """A CSV with the rows' keys as header (hand-made run-folder files in tests)."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))

@@ -12,7 +12,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import EXACT_INDEX, read_csv
+from conftest import EXACT_INDEX, read_csv, write_csv
 from scipy.stats import norm
 
 from surrogate_nas.evaluation.bits import pack_correct, popcount, unpack_correct
@@ -211,13 +211,6 @@ def test_paired_interval_against_an_independent_reference():
     assert hand["lower_pp"] == pytest.approx(100 * (0.2 - 1.959963984540054 * 0.18973665961010275), rel=1e-9)
 
 
-def _write(path, rows):
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 @pytest.fixture
 def folder(tmp_path):
     """A run folder: all-exact and three front points, with per-image records of 4,000
@@ -226,7 +219,7 @@ def folder(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"search": {"mode": "surrogate", "compensation": "auto"},
                                                  "evaluator": {}, "hv_reference": {"accuracy": 0.6, "energy": 1.0}}))
-    _write(run / "evaluations.csv", [{"genome_indices": "1,1", "accuracy": "0.8", "energy": "0.9", "below_floor": ""}])
+    write_csv(run / "evaluations.csv", [{"genome_indices": "1,1", "accuracy": "0.8", "energy": "0.9", "below_floor": ""}])
     rng = np.random.default_rng(5)
     n = {"validation": 4000, "test": 2000}
     exact = {s: rng.random(k) < 0.8 for s, k in n.items()}
@@ -247,7 +240,7 @@ def folder(tmp_path):
     for r in rows:
         for s in n:
             r[f"{s}_accuracy"] = f"{right[r['genome_indices']][s].mean():.6f}"
-    _write(run / "rescored.csv", rows)
+    write_csv(run / "rescored.csv", rows)
     with open(run / "rescored_bits.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["genome_indices", "split", "n_images", "bits"])
@@ -296,7 +289,7 @@ def test_records_that_contradict_rescored_csv_are_refused(folder):
     run, _ = folder
     rows = read_csv(run / "rescored.csv")
     rows[1]["validation_accuracy"] = "0.5"
-    _write(run / "rescored.csv", rows)
+    write_csv(run / "rescored.csv", rows)
     with pytest.raises(UserError, match="rescored_bits.csv"):
         summarize(run)
 

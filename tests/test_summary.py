@@ -1,21 +1,14 @@
 """`summarize` where the headline numbers are made: HV after 100/200/300 evaluations and
 the validation-chosen savings, against references computed here from the CSV rows."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
+from conftest import write_csv
 from test_compare_study import hv2d
 
 from surrogate_nas.results.summary import format_summary, summarize
-
-
-def _write(path, rows):
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 @pytest.fixture
@@ -34,7 +27,7 @@ def run_folder(tmp_path):
         stopped = accuracy < floor and rng.random() < 0.7  # early stops: partial accuracies below the floor
         evaluations.append({"order": i, "genome_indices": f"{i},0", "accuracy": f"{accuracy:.6f}",
                             "energy": f"{energy:.6f}", "below_floor": f"{floor}" if stopped else ""})
-    _write(run / "evaluations.csv", evaluations)
+    write_csv(run / "evaluations.csv", evaluations)
     rescored = [{"role": "all-exact", "genome": "e;e", "compensation": "none;none", "genome_indices": "0,0",
                  "energy": "1.0", "validation_accuracy": "0.8300", "test_accuracy": "0.8250"}]
     for k, (saving, val, test) in enumerate([(10, 0.8290, 0.8200), (20, 0.8260, 0.8260), (30, 0.8255, 0.8100),
@@ -42,7 +35,7 @@ def run_folder(tmp_path):
         rescored.append({"role": "front", "genome": f"g{k}", "compensation": "", "genome_indices": f"{k + 1},1",
                          "energy": f"{1 - saving / 100:.6f}", "validation_accuracy": f"{val:.4f}",
                          "test_accuracy": f"{test:.4f}"})
-    _write(run / "rescored.csv", rescored)
+    write_csv(run / "rescored.csv", rescored)
     return run, evaluations, floor
 
 
@@ -72,6 +65,6 @@ def test_savings_are_chosen_on_validation_and_reported_on_test(run_folder):
 
 def test_fewer_evaluations_than_a_checkpoint_give_no_hv(run_folder, tmp_path):
     run, evaluations, _ = run_folder
-    _write(run / "evaluations.csv", evaluations[:150])
+    write_csv(run / "evaluations.csv", evaluations[:150])
     hv = summarize(run)["hv"]
     assert hv["100"] is not None and hv["200"] is None and hv["300"] is None
