@@ -46,7 +46,8 @@ class LayerDesigns:
         self.scales = [layer.scales() for layer in layers]
         self.kernel_hists = [np.bincount(c.ravel(), minlength=256) for c in self.kernel_codes]
         self.exact_index = catalog.exact_index
-        self.rule: list[list[str]] | None = None  # [layer][circuit] method, for "auto"
+        self.rule: list[list[str | None]] | None = None  # [layer][circuit] method, for "auto"
+        self.partial = False  # some rule entries left unmeasured (None) on purpose
         self._memo: dict[tuple[int, int, str], comp.Compensation] = {}
 
     @property
@@ -62,7 +63,11 @@ class LayerDesigns:
             return self.method
         if self.rule is None:
             raise RuntimeError("auto compensation: call choose() first")
-        return self.rule[layer][int(circuit)]
+        method = self.rule[layer][int(circuit)]
+        if method is None:
+            raise RuntimeError(f"auto compensation: the rule entry of layer {layer}, circuit {int(circuit)} "
+                               "was not measured (the evaluator was built for other genomes)")
+        return method
 
     def compensation(self, layer: int, circuit: int, method: str | None = None) -> comp.Compensation | None:
         method = method or self.method_for(layer, circuit)
@@ -124,19 +129,28 @@ class LayerDesigns:
             parts["layers"] = list(layers)
         return fingerprint(parts)
 
-    def choose(self, loss_fn, set_layer, key: str, store: Path | None, quiet: bool = False) -> None:
+    def choose(self, loss_fn, set_layer, key: str, store: Path | None, quiet: bool = False,
+               shipped: Path | None = None, only: set | None = None) -> None:
         """Fill the auto rule: `set_layer(layer, circuit, compensation)` puts one design in
-        place (the other layers exact), `loss_fn()` scores the network on the rule images."""
-        path = None if store is None else Path(store) / f"compensation-rule-{key[:16]}.json"
-        if path is not None and path.is_file():
-            try:
-                saved = json.loads(path.read_text())
-                if saved.get("key") == key:
-                    self.rule = saved["rule"]
-                    self.prune_report = saved.get("prune")
-                    return
-            except (ValueError, KeyError):
-                pass  # unreadable: measure again and overwrite
+        place (the other layers exact), `loss_fn()` scores the network on the rule images.
+
+        A whole rule is read from `store` or, shipped with a model, from
+        `<shipped>.compensation-rule-<key>.json`. Without one, `only` ({(layer, circuit)})
+        limits the measuring to those entries: the others stay None, nothing but the
+        progress checkpoint is written, and a later whole rule reuses what was measured."""
+        name = f"compensation-rule-{key[:16]}.json"
+        path = None if store is None else Path(store) / name
+        candidates = [c for c in (path, None if shipped is None else Path(f"{shipped}.{name}")) if c is not None]
+        for found in candidates:
+            if found.is_file():
+                try:
+                    saved = json.loads(found.read_text())
+                    if saved.get("key") == key:
+                        self.rule = saved["rule"]
+                        self.prune_report = saved.get("prune")
+                        return
+                except (ValueError, KeyError):
+                    pass  # unreadable: measure again (and overwrite the stored one)
         rule = [["none"] * len(self.catalog) for _ in range(self.n_layers)]
         losses = {}
         started = time.perf_counter()
@@ -147,10 +161,12 @@ class LayerDesigns:
             for m in range(len(self.catalog)):
                 if m == self.exact_index:
                     continue
-                if keep[layer, m]:
+                if not keep[layer, m]:
+                    rule[layer][m] = pruning.PRUNED_METHOD
+                elif only is None or (layer, m) in only:
                     jobs.append((layer, m))
                 else:
-                    rule[layer][m] = pruning.PRUNED_METHOD
+                    rule[layer][m] = None
         if self.prune_k and not quiet:
             print(f"auto compensation rule: pruning (k={self.prune_k}) keeps "
                   f"{'/'.join(str(int(n)) for n in keep.sum(axis=1))} of {len(self.catalog)} circuits per layer "
@@ -180,6 +196,12 @@ class LayerDesigns:
                     print(f"auto compensation rule: {len(losses)} of {len(jobs)} designs measured "
                           f"({seconds_before + last_save - started:.0f} s)", file=sys.stderr, flush=True)
         self.rule = rule
+        self.partial = any(method is None for row in rule for method in row)
+        if self.partial:
+            if partial is not None and len(losses) > len(before.get("losses", {})):
+                _write_json(partial, {"key": key, "losses": losses,
+                                      "seconds_rule": seconds_before + time.perf_counter() - started})
+            return
         self.prune_report = {
             "k": self.prune_k, "pruned_method": pruning.PRUNED_METHOD, "circuits": len(self.catalog),
             "kept_per_layer": [int(n) for n in keep.sum(axis=1)],

@@ -61,7 +61,12 @@ class Evaluator:
         card_path: Path | None = None,
         rule_images: int | None = None,
         prune_k: int | None = None,
+        shipped_rules: Path | None = None,
+        rule_for=None,
     ):
+        """`shipped_rules`: where a model ships its auto rules (designs.LayerDesigns.choose);
+        `rule_for`: genomes whose auto-rule entries alone are measured when no whole rule is
+        stored (an `evaluate` of one genome needs at most one entry per layer)."""
         from surrogate_nas.evaluation.energy import EnergyModel
         from surrogate_nas.network.card import card_entries
         from surrogate_nas.network.layers import (
@@ -111,11 +116,12 @@ class Evaluator:
             self.description["emulation"]["cpu_isa"] = cpu_vector_isa()
         if approximate != "conv":  # absent for conv-only twins: their fingerprints predate the option
             self.description["approximate"] = approximate
-        self.designs = self._designs(compensation, calibration, rule_store, quiet, rule_images, prune_k)
+        self.designs = self._designs(compensation, calibration, rule_store, quiet, rule_images, prune_k,
+                                     shipped_rules, rule_for)
         self.fingerprint = fingerprint(self.description)
 
     def _designs(self, method: str, calibration: ImageSet | None, rule_store, quiet: bool, rule_images: int | None,
-                 prune_k: int | None = None):
+                 prune_k: int | None = None, shipped_rules: Path | None = None, rule_for=None):
         from surrogate_nas.evaluation.designs import RULE_IMAGES, LayerDesigns
 
         rule_images = rule_images or RULE_IMAGES
@@ -146,8 +152,11 @@ class Evaluator:
 
             key = designs.rule_key(self.description["model_weights_sha256"], _digest(rule_x, rule_y),
                                    None if self.approximate == "conv" else self.layer_names)
-            designs.choose(loss, set_layer, key, rule_store, quiet)
+            only = None if rule_for is None else {(layer, int(g)) for genome in rule_for for layer, g in enumerate(genome)}
+            designs.choose(loss, set_layer, key, rule_store, quiet, shipped=shipped_rules, only=only)
             self.description["compensation"]["rule"] = fingerprint(designs.rule)
+            if designs.partial:  # some entries unknown: a fingerprint no whole-rule evaluator shares
+                self.description["compensation"]["rule_entries"] = "partial"
             if designs.prune_k:  # absent when off, as before pruning existed
                 self.description["compensation"]["prune_k"] = designs.prune_k
         self._current = [None] * len(self.layers)
@@ -169,8 +178,10 @@ class Evaluator:
         float_model=None,
         rule_images: int | None = None,
         prune_k: int | None = None,
+        rule_for=None,
     ):
-        """`float_model`: the model of `model_path`, when already loaded."""
+        """`float_model`: the model of `model_path`, when already loaded; its auto rules may
+        ship beside it (`<model>.compensation-rule-<key>.json`)."""
         from surrogate_nas.data.splits import make_splits
         from surrogate_nas.network.card import (
             card_path,
@@ -189,7 +200,7 @@ class Evaluator:
         return cls(float_model, card, catalog, select_images(splits, data.source_hash, split, n_images, seed),
                    compensation=compensation, calibration=calibration, rule_store=rule_store, quiet=quiet,
                    approximate=approximate, card_path=card_path(model_path), rule_images=rule_images,
-                   prune_k=prune_k)
+                   prune_k=prune_k, shipped_rules=model_path.with_suffix(""), rule_for=rule_for)
 
     def set_genome(self, genome, designs=...) -> None:
         designs = self.designs if designs is ... else designs

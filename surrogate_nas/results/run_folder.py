@@ -88,15 +88,18 @@ class RunFolder:
         return [tuple(int(v) for v in r["genome_indices"].split(",")) for r in self.rows(self.FRONT)]
 
     def rescored(self) -> list[dict]:
-        """The re-scored genomes (role all-exact / front / other) with numbers as numbers."""
+        """The re-scored genomes (role all-exact / front / other) with numbers as numbers;
+        `test_accuracy` is None for a point scored on validation only (a run scores test for
+        all-exact and the points its summary chooses, unless `--rescore all`)."""
         rows = []
         for r in self.rows(self.RESCORED):
-            if not r["validation_accuracy"] or not r["test_accuracy"]:
+            if not r["validation_accuracy"]:
                 continue
             rows.append({"genome": r["genome"], "genome_indices": tuple(int(v) for v in r["genome_indices"].split(",")),
                          "compensation": r["compensation"], "energy": float(r["energy"]),
                          "validation_accuracy": float(r["validation_accuracy"]),
-                         "test_accuracy": float(r["test_accuracy"]), "role": r["role"]})
+                         "test_accuracy": float(r["test_accuracy"]) if r["test_accuracy"] else None,
+                         "role": r["role"]})
         return rows
 
     def write_rescored_bits(self, rows) -> None:

@@ -95,12 +95,20 @@ def _choice(ok: list[dict], exact: dict, tolerance_pp: float, rule: str) -> dict
         "energy": best["energy"],
         "energy_saving_pct": 100 * (1 - best["energy"]),
         "validation_loss_pp": 100 * (exact["validation_accuracy"] - best["validation_accuracy"]),
-        "test_loss_pp": 100 * (exact["test_accuracy"] - best["test_accuracy"]),
+        "test_loss_pp": None if best.get("test_accuracy") is None else 100 * (exact["test_accuracy"] - best["test_accuracy"]),
         "validation_accuracy": best["validation_accuracy"],
-        "test_accuracy": best["test_accuracy"],
+        "test_accuracy": best.get("test_accuracy"),
         "validation_loss_interval_pp": _bound(best, "validation"),
         "test_loss_interval_pp": _bound(best, "test"),
     }
+
+
+def validation_choices(points: list[dict], exact: dict) -> list:
+    """The genomes that either rule chooses at any of TOLERANCES_PP, from validation alone:
+    the only front points whose test score a summary reports (`points` need "genome",
+    "energy", "validation_accuracy" and, for the upper-bound rule, "intervals")."""
+    chosen = [rule(points, exact, t) for t in TOLERANCES_PP for rule in (choose_within, choose_confidently)]
+    return list(dict.fromkeys(c["genome"] for c in chosen if c is not None))
 
 
 def hv_at(evaluations: list[dict], reference, checkpoints=HV_CHECKPOINTS) -> dict[str, float | None]:
@@ -137,8 +145,9 @@ def summarize(run_dir: Path) -> dict:
     rows = folder.rescored()
     evaluations = folder.evaluations()
     exact = next((r for r in rows if r["role"] == "all-exact"), None)
-    if exact is None:
-        raise UserError(f"{run_dir / 'rescored.csv'}: no all-exact row (re-run without --no-test)")
+    if exact is None or exact["test_accuracy"] is None:
+        raise UserError(f"{run_dir / 'rescored.csv'}: no all-exact row with validation and test accuracy "
+                        "(re-run without --no-test)")
     front = [r for r in rows if r["role"] == "front"]
     records = _attach_intervals(folder, rows, exact)
     config = folder.record() if folder.exists() else {}
@@ -163,6 +172,7 @@ def summarize(run_dir: Path) -> dict:
         "stopped_early": sum(1 for e in evaluations if e.get("below_floor") or e.get("dominated_by")),
         "stopped_by_race": sum(1 for e in evaluations if e.get("dominated_by")),
         "front_points_rescored": len(front),
+        "front_points_tested": sum(1 for r in front if r["test_accuracy"] is not None),
         "rule": "chosen on validation accuracy (all validation images) against all-exact validation accuracy; "
                 "losses reported on the test set",
     }
@@ -177,7 +187,7 @@ def _attach_intervals(folder: RunFolder, rows: list[dict], exact: dict) -> bool:
     for r in rows:
         for split in ("validation", "test"):
             right = bits.get((r["genome_indices"], split))
-            if right is not None and abs(right.mean() - r[f"{split}_accuracy"]) > 1e-6:
+            if right is not None and (r[f"{split}_accuracy"] is None or abs(right.mean() - r[f"{split}_accuracy"]) > 1e-6):
                 raise UserError(f"{folder / folder.RESCORED_BITS}: {split} records of {r['genome']} give accuracy "
                                 f"{right.mean():.6f}, {folder.RESCORED} says {r[f'{split}_accuracy']}")
     for r in rows:
@@ -206,9 +216,10 @@ def format_summary(summary: dict) -> str:
                 why = note if rule == "upper bound" and note else "no point"
                 lines.append(f"within {key} ({rule}): {why}")
             else:
+                test = "not scored" if c["test_loss_pp"] is None else f"{c['test_loss_pp']:.2f} pp"
                 lines.append(f"within {key} ({rule}): saving {c['energy_saving_pct']:.1f} %, validation loss "
                              f"{c['validation_loss_pp']:.2f} pp{_interval(c, 'validation')}, test loss "
-                             f"{c['test_loss_pp']:.2f} pp{_interval(c, 'test')}  {c['genome']}")
+                             f"{test}{_interval(c, 'test')}  {c['genome']}")
     if note:
         lines.append(f"intervals: {note}")
     return "\n".join(lines)

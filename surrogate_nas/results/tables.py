@@ -110,7 +110,7 @@ def write_report(path: Path, front, catalog, header: str, rescored: dict | None 
         lines.append(f"# Pareto point {i}")
         lines.append(format_layers(e.genome, catalog, methods(e.genome), layers))
         val, test = (rescored or {}).get(e.genome, (None, None))
-        extra = "" if val is None else f", validation accuracy {val:.4f}, test accuracy {test:.4f}"
+        extra = "" if val is None else f", validation accuracy {val:.4f}, test accuracy {_fmt(test, digits=4) or 'not scored'}"
         lines.append(f"Accuracy (search set): {e.accuracy:.4f}{extra}")
         lines.append(f"Relative energy: {e.energy:.4f} (saving {100 * (1 - e.energy):.1f} %)")
         lines.append("")

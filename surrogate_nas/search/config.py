@@ -56,8 +56,9 @@ class SearchConfig:
     race: bool = setting(False, "Pareto racing: at the early-stop looks, also stop a genome shown worse (paired sign "
                                 "test at --early-stop-confidence) than a front point of lower or equal energy "
                                 "(default off)")
-    rescore: str = setting("floor", "which front points get re-scored on all validation and test images: floor "
-                                    "(those at or above the accuracy floor; default) or all")
+    rescore: str = setting("floor", "which front points get re-scored: floor (default: those at or above the "
+                                    "accuracy floor on all validation images, and on test only all-exact and the "
+                                    "points the summary chooses) or all (every front point on validation and test)")
     initial: str = setting("exact+random", "full mode's initial population: exact+random (default) or seed-set "
                                            "(surrogate mode's)")
     compensation: str = setting("auto", "error compensation per layer: none, bias, tune, alwann, tune+bias, or auto "

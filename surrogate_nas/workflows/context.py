@@ -212,15 +212,17 @@ class Context:
         return cls(paths, search_images, test_images, seed=seed, quiet=quiet, compensation=compensation,
                    approximate=approximate, workers=workers, dask_scheduler=dask_scheduler)
 
-    def build_evaluator(self, split: str = "validation", n_images: int | None = None, seed: int = 0):
+    def build_evaluator(self, split: str = "validation", n_images: int | None = None, seed: int = 0, rule_for=None):
         """A new evaluator of this context's model, catalog and compensation on `split`
-        (`n_images` of it; None: all). Private to the caller: one to fine-tune, say."""
+        (`n_images` of it; None: all). Private to the caller: one to fine-tune, say.
+        `rule_for`: the only genomes it will score (an `auto` rule not yet stored is then
+        measured for their entries alone)."""
         from surrogate_nas.evaluation.evaluator import Evaluator
 
         return Evaluator.from_paths(self.model_path, self.catalog, self.data, split, n_images, seed,
                                     compensation=self.compensation, rule_store=self.rule_store, quiet=self.quiet,
                                     approximate=self.approximate, rule_images=self.rule_images,
-                                    prune_k=self.prune_k)
+                                    prune_k=self.prune_k, rule_for=rule_for)
 
     def rescore_evaluator(self, split: str):
         """Evaluator of the final re-scoring: all validation images, or the test set."""

@@ -32,7 +32,7 @@ class RunResult:
     front: list
     evaluations: list
     hv_history: list[tuple[int, float]]
-    rescored: dict  # genome -> (validation accuracy, test accuracy)
+    rescored: dict  # genome -> (validation accuracy, test accuracy or None where test was not scored)
     exact_genome: tuple[int, ...]
     seconds: float
     cache_hits: int
@@ -49,10 +49,6 @@ class RunResult:
         from surrogate_nas.search.pareto import hv_reference
 
         return hv_reference(self.floor)
-
-    @property
-    def test_scores(self) -> dict:
-        return {g: t for g, (_, t) in self.rescored.items()}
 
     def chosen(self, tolerance_pp: float) -> dict | None:
         """The cheapest re-scored front point within `tolerance_pp` of all-exact on
@@ -137,13 +133,7 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     bits: dict = {}
     rescore_start = time.time()
     if config.evaluate_test:
-        for genome in tqdm(rescore_genomes(front, exact, None if config.rescore == "all" else floor),
-                           desc="re-scoring the front",
-                           disable=ctx.quiet or None):
-            records = {split: ctx.cached_record(split, genome, run_id) for split in ("validation", "test")}
-            rescored[genome] = (records["validation"].accuracy, records["test"].accuracy)
-            bits.update({(genome, split): (r.n_images, r.correct_bits) for split, r in records.items()
-                         if r.correct_bits is not None})
+        rescored, bits = rescore(ctx, run_id, front, exact, floor, config.rescore == "all")
     result = RunResult(run_id, run_dir, front, list(truth.archive.values()), hv_history, rescored, exact,
                        seconds, truth.cache_hits, truth.computed, generations, surrogate_log, floor,
                        sum(e.stopped for e in truth.archive.values()), time.time() - rescore_start, bits)
@@ -178,6 +168,38 @@ def finetune_best(ctx: Context, run_dir: Path, k: int) -> None:
     folder.write_summary(doc)
     if not ctx.quiet:
         print(format_results(results, summary))
+
+
+def rescore(ctx: Context, run_id: str, front, exact, floor: float, test_all: bool) -> tuple[dict, dict]:
+    """Validation for all-exact and the front points at or above the floor; test for
+    all-exact and the points that the summary's rules choose on validation (every point
+    when `test_all`). A test score of the others would be read by no one, and the test
+    split is twice the validation split. Returns (genome -> (validation, test or None),
+    (genome, split) -> (n_images, packed bits))."""
+    from surrogate_nas.evaluation.bits import unpack_correct
+    from surrogate_nas.results.summary import paired_loss, validation_choices
+
+    genomes = rescore_genomes(front, exact, None if test_all else floor)
+    validation = {g: ctx.cached_record("validation", g, run_id)
+                  for g in tqdm(genomes, desc="re-scoring on validation", disable=ctx.quiet or None)}
+    tested = genomes
+    if not test_all:
+        rights = {g: unpack_correct(r.correct_bits, r.n_images) for g, r in validation.items()
+                  if r.correct_bits is not None}
+
+        def interval(g):
+            return paired_loss(rights[exact], rights[g]) if exact in rights and g in rights else None
+
+        points = [{"genome": e.genome, "energy": e.energy, "validation_accuracy": validation[e.genome].accuracy,
+                   "intervals": {"validation": interval(e.genome)}} for e in front if e.genome in validation]
+        tested = [exact] + [g for g in validation_choices(points, {"validation_accuracy": validation[exact].accuracy})
+                            if g != exact]
+    test = {g: ctx.cached_record("test", g, run_id)
+            for g in tqdm(tested, desc="scoring the chosen points on test", disable=ctx.quiet or None)}
+    rescored = {g: (validation[g].accuracy, test[g].accuracy if g in test else None) for g in genomes}
+    bits = {(g, split): (r.n_images, r.correct_bits) for split, records in (("validation", validation), ("test", test))
+            for g, r in records.items() if r.correct_bits is not None}
+    return rescored, bits
 
 
 def rescore_genomes(front, exact, floor: float | None) -> list[tuple[int, ...]]:

@@ -170,7 +170,9 @@ def _write_config(run_dir: Path, ctx, config: SearchConfig, run_id: str, floor: 
         "accuracy_floor": {"value": floor, "from": floor_source},
         "hv_reference": {"accuracy": floor, "energy": 1.0},
         "rescore": {"validation_images": "all", "test_images": config.test_images or "all",
-                    "points": "all front points" if config.rescore == "all" else "front points at or above the floor"},
+                    "points": "all front points" if config.rescore == "all" else "front points at or above the floor",
+                    "test_points": ("all re-scored points" if config.rescore == "all"
+                                    else "all-exact and the points chosen on validation")},
         "early_stopping": early_stopping_description(config, floor),
         "versions": {
             "surrogate_nas": __version__,

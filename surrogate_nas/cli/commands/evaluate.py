@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                   approximate=args.approximate)
     catalog = ctx.catalog
     genome = parse_genome(args.genome, catalog, len(layers))
-    evaluator = ctx.build_evaluator(args.split, n_images, args.seed)
+    evaluator = ctx.build_evaluator(args.split, n_images, args.seed, rule_for=[genome])
     score = evaluator.score(genome)
     methods = evaluator.design_labels(genome)
     if args.json:

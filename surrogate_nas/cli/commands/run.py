@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Pareto front: {len(result.front)} assignments -> {result.run_dir}/front.csv, front.png, report.txt")
     for e in result.front:
         val, test = result.rescored.get(e.genome, (None, None))
-        text = "" if val is None else f"  validation {val:.4f}  test {test:.4f}"
+        text = "" if val is None else f"  validation {val:.4f}  test {'-' if test is None else f'{test:.4f}'}"
         print(f"  energy {e.energy:.3f}  search {e.accuracy:.4f}{text}  "
               f"{', '.join(design_names(e.genome, ctx.catalog, ctx.methods(e.genome)))}")
     return 0

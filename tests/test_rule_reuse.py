@@ -1,0 +1,56 @@
+"""The auto rule is paid for once: `evaluate` of one genome measures only the entries that
+genome needs, and a rule shipped beside a model is used instead of measuring it again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from conftest import EXACT_INDEX
+
+GENOME = (0, EXACT_INDEX, EXACT_INDEX, 2, EXACT_INDEX)  # trunc in conv1, lowbits in conv4
+
+
+def _evaluate(cli, cache):
+    r = cli("evaluate", "--genome", ",".join(map(str, GENOME)), "--images", "30", "--json", cache=cache)
+    assert r.rc == 0, r.err
+    return json.loads(r.out)
+
+
+def _build(project, cache, model=None, rule_for=None):
+    from surrogate_nas.data.datasets import load_cifar10
+    from surrogate_nas.evaluation.evaluator import Evaluator
+    from surrogate_nas.multipliers.catalog import load_catalog
+
+    data = load_cifar10(project.data, cache_dir=cache, progress=False)
+    return Evaluator.from_paths(model or project.model, load_catalog(project.catalog), data, "validation", 30,
+                                compensation="auto", rule_store=cache, quiet=True, rule_for=rule_for)
+
+
+def test_evaluate_measures_only_the_genomes_rule_entries(project, cli, tmp_path):
+    cache = tmp_path / "cache"
+    lazy = _evaluate(cli, cache)
+    assert not list(cache.glob("compensation-rule-*[0-9a-f].json"))  # no whole rule was made
+    (partial,) = cache.glob("compensation-rule-*.partial.json")
+    assert set(json.loads(partial.read_text())["losses"]) == {"0,0", "3,2"}  # (layer, circuit) of the genome
+    whole = _build(project, cache)  # the whole rule, reusing the two measured entries
+    assert whole.designs.labels(GENOME) == lazy["layer_compensation"]
+    again = _evaluate(cli, cache)  # now from the stored whole rule
+    assert again["accuracy"] == lazy["accuracy"] and again["layer_compensation"] == lazy["layer_compensation"]
+    assert again["fingerprint"] == whole.fingerprint != lazy["fingerprint"]  # a partial rule is fingerprinted apart
+
+
+def test_a_rule_shipped_beside_the_model_is_used(project, tmp_path):
+    measured = tmp_path / "measured"
+    reference = _build(project, measured)
+    (rule_file,) = measured.glob("compensation-rule-*[0-9a-f].json")
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in (project.model, project.model.with_suffix(".json")):
+        shutil.copy(path, models / path.name)
+    model = models / project.model.name
+    shutil.copy(rule_file, models / f"{model.stem}.{rule_file.name}")
+    fresh = tmp_path / "fresh"
+    shipped = _build(project, fresh, model=model)
+    assert shipped.designs.rule == reference.designs.rule and shipped.fingerprint == reference.fingerprint
+    assert not list(fresh.glob("compensation-rule-*"))  # nothing measured, nothing stored
