@@ -122,3 +122,43 @@ def test_a_run_folder_is_enough_for_finetune_and_export(cli, tmp_path):
     assert r.rc == 0, r.err
     design = json.loads((tmp_path / "design.json").read_text())
     assert design["genome"] == [int(v) for v in read_csv(run / "front.csv")[0]["genome_indices"].split(",")]
+
+
+def test_band_candidates_retrain_the_most_accurate_point_of_each_saving_band(finetuned, project, tmp_path):
+    """`--points band:LO-HI/W` retrains, per W % band of saving, the front point most accurate
+    on validation (a band the re-scored front misses: the run's most accurate complete
+    evaluation there), and finetune.json lists what was retrained."""
+    from conftest import isolated_cwd
+
+    from surrogate_nas import cli
+
+    _, run = finetuned
+    out = tmp_path / "band"
+    with isolated_cwd(tmp_path):
+        rc = cli.main(["finetune", str(run), "--points", "band:0-100/25", "--epochs", "1", "--train-images", "32",
+                       "--test-images", "20", "--out", str(out)] + project.flags(cache=run.parent.parent / "cache"))
+    assert rc == 0
+    front = [r for r in read_csv(run / "rescored.csv") if r["role"] == "front"]
+    complete = [e for e in read_csv(run / "evaluations.csv") if not e.get("below_floor") and not e.get("dominated_by")]
+    expected = []
+    for lo in (0, 25, 50, 75):
+        def saving(r):
+            return 100 * (1 - float(r["energy"]))
+
+        inside = [r for r in front if lo <= saving(r) < lo + 25]
+        pick = max(inside, key=lambda r: (float(r["validation_accuracy"]), -float(r["energy"])), default=None)
+        if pick is None:
+            inside = [e for e in complete if lo <= saving(e) < lo + 25]
+            pick = max(inside, key=lambda e: (float(e["accuracy"]), -float(e["energy"])), default=None)
+        if pick is not None:
+            expected.append(pick["genome_indices"])
+    rows = read_csv(out / "finetune.csv")
+    assert [r["genome_indices"] for r in rows] == expected and len(expected) >= 2
+    doc = json.loads((out / "finetune.json").read_text())
+    assert [r["genome"] for r in doc["retrained"]] == [r["genome"] for r in rows]
+
+
+@pytest.mark.parametrize("points", ["band:70-30/5", "band:0-100/0", "band:x"])
+def test_bad_band_is_one_line(cli, tmp_path, points):
+    r = cli("finetune", tmp_path, "--points", points, paths=False)
+    assert r.rc == 2 and len(r.err_lines) == 1 and "--points" in r.err, r.err

@@ -129,23 +129,42 @@ def save_design(evaluator, path: Path, card: dict) -> Path:
     return path
 
 
-def _points_from_run(run_dir: Path, tolerances) -> tuple[list[tuple[int, ...]], dict]:
+def _points_from_run(run_dir: Path, tolerances, band: tuple[float, float, float] | None = None
+                     ) -> tuple[list[tuple[int, ...]], dict]:
+    """The designs to retrain: for each tolerance the validation-chosen front point, or with
+    `band` = (lo, hi, width) the most accurate re-scored front point (validation) in each
+    band of saving; a band the re-scored front misses takes the run's most accurate
+    complete evaluation there (search-set accuracy), since a design poor before retraining
+    can be the best after it."""
+    from surrogate_nas.results.run_folder import RunFolder
     from surrogate_nas.results.summary import choose_within, read_rescored, summarize
+    from surrogate_nas.workflows.retrain import band_candidates
 
     exact = summarize(run_dir)["all_exact"]
     rows = read_rescored(run_dir)
+    front = [r for r in rows if r["role"] == "front"]
     genomes = []
+    if band is not None:
+        lo, hi, width = band
+        picked = band_candidates(front, lo, hi, width)
+        covered = {r["band"] for r in picked}
+        complete = [{"genome_indices": tuple(int(v) for v in e["genome_indices"].split(",")), "energy": e["energy"],
+                     "accuracy": e["accuracy"]} for e in RunFolder(run_dir).evaluations()
+                    if not (e.get("below_floor") or e.get("dominated_by"))]
+        picked += [r for r in band_candidates(complete, lo, hi, width, accuracy="accuracy") if r["band"] not in covered]
+        genomes = [tuple(r["genome_indices"]) for r in sorted(picked, key=lambda r: r["band"])]
     for t in tolerances:
-        chosen = choose_within([r for r in rows if r["role"] == "front"], exact, t)
+        chosen = choose_within(front, exact, t)
         if chosen is not None and chosen["genome_indices"] not in genomes:
             genomes.append(chosen["genome_indices"])
     before = {r["genome_indices"]: (r["validation_accuracy"], r["test_accuracy"]) for r in rows}
-    return genomes, {"exact": exact, "before": before, "front": [r for r in rows if r["role"] == "front"]}
+    return list(dict.fromkeys(genomes)), {"exact": exact, "before": before, "front": front}
 
 
 def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0), genome=None, compensation=None,
                  epochs: int = DEFAULT_EPOCHS, train_images: int | None = DEFAULT_TRAIN_IMAGES, lr: float = DEFAULT_LR,
-                 seed: int = 0, test_images: int | None = None, quiet: bool = False, ctx=None):
+                 seed: int = 0, test_images: int | None = None, quiet: bool = False, ctx=None,
+                 band: tuple[float, float, float] | None = None):
     """Fine-tune the chosen designs of a finished run; writes finetune.csv/.json/.png
     and one `.keras` (+ card) per design into `out`. The model, data, catalog and
     compensation are the run's (its `ctx` when given) unless flags in `paths` say otherwise."""
@@ -171,11 +190,13 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
     calibration = calibration_set(splits, ctx.data.source_hash, int(card.get("seed", 0)))
     test = select_images(splits, ctx.data.source_hash, "test", test_images)
 
-    genomes, context = _points_from_run(run_dir, tolerances)
+    genomes, context = _points_from_run(run_dir, tolerances, band)
     if genome is not None:
         genomes = [parse_genome(genome, ctx.catalog, len(ctx.evaluator.layers))]
     if not genomes:
-        raise UserError(f"{run_dir}: no front point within {', '.join(map(str, tolerances))} pp on validation")
+        where = f"in the saving band {band[0]:g}-{band[1]:g} %" if band else \
+            f"within {', '.join(map(str, tolerances))} pp on validation"
+        raise UserError(f"{run_dir}: no front point {where}")
     out.mkdir(parents=True, exist_ok=True)
     root = project_root(ctx.paths)
     results = []
@@ -183,7 +204,9 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
         ev = ctx.build_evaluator("validation", None)  # private: its model is trained in place
         before = context["before"].get(g)
         if before is None or method != run_method:
-            before = (ev.accuracy(g), ev.top1(test.images, test.labels))
+            before = (ev.accuracy(g), None)
+        if before[1] is None:  # a point the run scored on validation only
+            before = (before[0], ev.top1(test.images, test.labels))
         seconds, per_epoch, refit = finetune_design(ev, g, splits, calibration, epochs, lr, train_images, seed,
                                                     verbose=0 if quiet else 2)
         after = (ev.accuracy(g), ev.top1(test.images, test.labels))
@@ -251,6 +274,9 @@ def write_results(out: Path, results: list[FinetuneResult], catalog, context: di
         "setting": "with fine-tuning (approximation-aware retraining through the emulation)",
         "all_exact": exact,
         "chosen_after_finetuning": chosen,
+        "retrained": [{"genome": row["genome"], "energy_saving_pct": round(row["energy_saving_pct"], 2),
+                       "validation_before": r.validation_before, "validation_after": r.validation_after}
+                      for r, row in zip(results, rows)],
         "seconds_per_epoch": [r.seconds_per_epoch for r in results],
         "train_images": results[0].train_images,
         "epochs": results[0].epochs,

@@ -19,7 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune chosen designs of a finished run through the emulation")
     p.add_argument("run_dir", help="a finished run folder (with summary.json)")
     p.add_argument("--points", default="0.5,1,2,5",
-                   help="tolerances in pp: for each, the validation-chosen front point (default 0.5,1,2,5)")
+                   help="which designs: tolerances in pp, for each the validation-chosen front point (default "
+                        "0.5,1,2,5); or band[:LO-HI/WIDTH], the most accurate front point in each WIDTH %% band of "
+                        "saving from LO to HI %% (band = band:35-70/5), since a design poor before retraining can be "
+                        "the best after it")
     p.add_argument("--genome", help="fine-tune this genome instead (names or indices, comma-separated)")
     p.add_argument("--compensation", default=None,
                    help="with --genome: compensation (default: the run's)")
@@ -46,12 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--train-images: must be >= 0 (0 = all), got {args.train_images}")
     if not args.lr > 0:
         raise UserError(f"--lr: must be > 0, got {args.lr}")
-    try:
-        tolerances = [float(t) for t in args.points.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"--points: expected comma-separated numbers of pp, got {args.points!r}") from None
-    if not tolerances or min(tolerances) < 0:
-        raise UserError(f"--points: expected non-negative tolerances in pp, got {args.points!r}")
+    tolerances, band = parse_points(args.points)
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "finetune"
     if args.report_only:
@@ -64,8 +62,30 @@ def run(args: argparse.Namespace) -> int:
     results, summary = finetune_run(
         paths_from_args(args), run_dir, out, tolerances=tolerances, genome=args.genome,
         compensation=args.compensation, epochs=args.epochs, train_images=args.train_images or None,
-        lr=args.lr, seed=args.seed, test_images=args.test_images,
+        lr=args.lr, seed=args.seed, test_images=args.test_images, band=band,
     )
     print(format_results(results, summary))
     print(f"-> {out / 'finetune.csv'}, {out / 'finetune.png'}, {out / 'finetune.json'}")
     return 0
+
+
+def parse_points(text: str) -> tuple[list[float], tuple[float, float, float] | None]:
+    """`--points`: tolerances in pp, or band[:LO-HI/WIDTH] (saving in %)."""
+    import re
+
+    from surrogate_nas.errors import UserError
+
+    if text.startswith("band"):
+        m = re.fullmatch(r"band(?::(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)/(\d+(?:\.\d*)?))?", text.strip())
+        band = None if m is None else tuple(float(v) for v in m.groups()) if m.group(1) else (35.0, 70.0, 5.0)
+        if band is None or not 0 <= band[0] < band[1] <= 100 or not band[2] > 0:
+            raise UserError(f"--points: expected band or band:LO-HI/WIDTH with 0 <= LO < HI <= 100 and WIDTH > 0 "
+                            f"(saving in %), got {text!r}")
+        return [], band
+    try:
+        tolerances = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--points: expected comma-separated numbers of pp or band, got {text!r}") from None
+    if not tolerances or min(tolerances) < 0:
+        raise UserError(f"--points: expected non-negative tolerances in pp, got {text!r}")
+    return tolerances, None
