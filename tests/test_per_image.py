@@ -432,3 +432,30 @@ def test_racing_fires_on_the_tiny_model_and_each_stop_lost_to_a_cheaper_complete
         assert float(rival["energy"]) <= float(r["energy"]) and int(rival["order"]) < int(r["order"])
     summary = summarize(run)
     assert summary["stopped_by_race"] == len(raced) and summary["stopped_early"] >= len(raced)
+
+
+def test_rescoring_races_on_validation_and_reuses_a_stop_only_against_the_same_rival(project, tmp_path):
+    """`Context.raced_record`: a near-chance genome raced against all-exact on validation
+    stops at a look, is cached as a racing stop with the bits of the images it scored, and
+    is scored in full when asked again without that rival."""
+    from surrogate_nas.evaluation.early_stop import StoppingRule, lost_race
+    from surrogate_nas.workflows.context import Context
+
+    ctx = Context.create(model=project.model, data=project.data, catalog=project.catalog, cache=tmp_path / "cache",
+                         search_images=20, test_images=20, compensation="none")
+    n_layers = len(ctx.evaluator.layers)
+    exact, zero = (EXACT_INDEX,) * n_layers, (4,) * n_layers  # "zero": every product 0
+    exact_right = ctx.cached_record("validation", exact, "t").correct()
+    zero_right, _ = ctx.rescore_evaluator("validation").correct(zero)
+    rule = StoppingRule(None, 0.5, (10, 20), race=True)  # loose: 30 validation images
+    # where the sign test (checked by hand in test_lost_race_...) first shows "zero" worse
+    stop = next((k for k in (10, 20) if lost_race(zero_right[:k], [(exact, exact_right)], 0.5 / 2) is not None), None)
+    if stop is None:
+        pytest.skip("the fixture model is too near chance on 30 images for a race to be shown")
+    record = ctx.raced_record("validation", zero, "t", [(exact, exact_right)], rule)
+    assert record.n_images == stop and tuple(int(v) for v in record.dominated_by.split(",")) == exact
+    assert (record.correct() == zero_right[:stop]).all()
+    again = ctx.raced_record("validation", zero, "t2", [(exact, exact_right)], rule)
+    assert again.run_id == "t" and again.n_images == stop  # the same rival: the stop is reused
+    full = ctx.raced_record("validation", zero, "t3", [], rule)  # no such rival any more: scored in full
+    assert full.dominated_by is None and full.n_images == len(exact_right) and (full.correct() == zero_right).all()

@@ -135,7 +135,7 @@ def _chosen_by_hand(rows: list[dict], bits: dict, tolerance: float, upper: bool)
     `tolerance` pp, computed here from the CSVs with the textbook paired-proportion formula."""
     exact = rows[0]
     ok = []
-    for r in rows[1:]:
+    for r in [r for r in rows[1:] if r["validation_accuracy"]]:
         loss = 100 * (float(exact["validation_accuracy"]) - float(r["validation_accuracy"]))
         if upper:
             e, p = bits[exact["genome_indices"]], bits[r["genome_indices"]]

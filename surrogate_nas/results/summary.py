@@ -173,6 +173,7 @@ def summarize(run_dir: Path) -> dict:
         "stopped_by_race": sum(1 for e in evaluations if e.get("dominated_by")),
         "front_points_rescored": len(front),
         "front_points_tested": sum(1 for r in front if r["test_accuracy"] is not None),
+        "front_points_raced_on_validation": sum(1 for r in folder.rows(folder.RESCORED) if r.get("validation_worse_than")),
         "rule": "chosen on validation accuracy (all validation images) against all-exact validation accuracy; "
                 "losses reported on the test set",
     }

@@ -87,30 +87,36 @@ def write_front_csv(path: Path, front, catalog, rescored: dict | None = None, ex
 
 
 def write_rescored_csv(path: Path, rescored: dict, front_genomes, exact_genome, catalog, energy, methods=_no_methods,
-                       layers=None) -> None:
-    """Every re-scored genome (all-exact first): what `summarize` chooses from."""
+                       layers=None, raced: dict | None = None) -> None:
+    """Every re-scored genome (all-exact first): what `summarize` chooses from. A point
+    stopped on validation by racing has no accuracies, and names the cheaper point it lost to."""
     front_genomes = set(front_genomes)
+    raced = raced or {}
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["role", "genome", "compensation", "genome_indices", "energy", "validation_accuracy", "test_accuracy",
-                         "layers"])
+                         "layers", "validation_worse_than"])
         for genome, (val, test) in rescored.items():
             role = "all-exact" if genome == tuple(exact_genome) else ("front" if genome in front_genomes else "other")
+            lost = raced.get(genome)
             row = [";".join(genome_names(genome, catalog)), ";".join(methods(genome)), ",".join(map(str, genome)),
-                   f"{energy(genome):.6f}", _fmt(val), _fmt(test), _layer_names(layers, genome)]
+                   f"{energy(genome):.6f}", _fmt(val), _fmt(test), _layer_names(layers, genome),
+                   "" if lost is None else ",".join(map(str, lost))]
             writer.writerow([role, *row])
             if role == "all-exact" and genome in front_genomes:  # also a front point
                 writer.writerow(["front", *row])
 
 
 def write_report(path: Path, front, catalog, header: str, rescored: dict | None = None, methods=_no_methods,
-                 layers=None) -> None:
+                 layers=None, raced: dict | None = None) -> None:
     lines = [header, f"relative energy and savings against the {catalog.reference_text()}", ""]
     for i, e in enumerate(front, start=1):
         lines.append(f"# Pareto point {i}")
         lines.append(format_layers(e.genome, catalog, methods(e.genome), layers))
         val, test = (rescored or {}).get(e.genome, (None, None))
         extra = "" if val is None else f", validation accuracy {val:.4f}, test accuracy {_fmt(test, digits=4) or 'not scored'}"
+        if e.genome in (raced or {}):
+            extra = ", validation: stopped, shown worse than a cheaper point"
         lines.append(f"Accuracy (search set): {e.accuracy:.4f}{extra}")
         lines.append(f"Relative energy: {e.energy:.4f} (saving {100 * (1 - e.energy):.1f} %)")
         lines.append("")

@@ -138,6 +138,25 @@ class Context:
                              self.prune_k)
         return JoblibWorkers(spec, workers, scheduler)
 
+    def raced_record(self, split: str, genome, run_id: str, rivals, rule):
+        """`genome` on `split` scored in stages and stopped once shown worse than one of
+        `rivals` ([(genome, per image right?)]) as `rule` (a racing `StoppingRule`) says.
+        A cached racing stop is reused only against a rival that is still among `rivals`."""
+        from surrogate_nas.evaluation.early_stop import score_genomes
+        from surrogate_nas.evaluation.evaluator import CHUNK
+        from surrogate_nas.genome import genome_from_key
+
+        ev = self.rescore_evaluator(split)
+        key = tuple(int(g) for g in genome)
+        record = self.cache.get(ev.fingerprint, key)
+        if record is not None and record.correct_bits is not None and record.below_floor is None and (
+                record.dominated_by is None or genome_from_key(record.dominated_by) in {r for r, _ in rivals}):
+            return record
+        (o,) = score_genomes([key], lambda tasks: [ev.correct(g, lo, hi) for g, lo, hi in tasks], ev.n_images, rule,
+                             CHUNK, rivals=lambda _: rivals)
+        return self.cache.put(ev.fingerprint, key, o.accuracy, ev.energy(key), o.n_images, o.seconds, run_id,
+                              correct_bits=o.bits, dominated_by=o.dominated_by)
+
     def close(self) -> None:
         if self._pool_cache is not None:
             self._pool_cache.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from surrogate_nas.errors import UserError
+from surrogate_nas.genome import genome_from_key
 from surrogate_nas.results.run_folder import RunFolder
 from surrogate_nas.results.tables import write_surrogate_log
 from surrogate_nas.search.config import SearchConfig
@@ -43,6 +44,7 @@ class RunResult:
     stopped: int = 0  # evaluations stopped early below the floor or by racing
     rescore_seconds: float = 0.0
     rescored_bits: dict = field(default_factory=dict)  # (genome, split) -> (n_images, packed per-image bits)
+    raced: dict = field(default_factory=dict)  # genome -> the cheaper front point it lost to on validation
 
     @property
     def hv_reference(self) -> tuple[float, float]:
@@ -131,12 +133,13 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     exact = (ctx.exact_index,) * len(ctx.evaluator.layers)
     rescored: dict = {}
     bits: dict = {}
+    lost: dict = {}
     rescore_start = time.time()
     if config.evaluate_test:
-        rescored, bits = rescore(ctx, run_id, front, exact, floor, config.rescore == "all")
+        rescored, bits, lost = rescore(ctx, run_id, front, exact, floor, config)
     result = RunResult(run_id, run_dir, front, list(truth.archive.values()), hv_history, rescored, exact,
                        seconds, truth.cache_hits, truth.computed, generations, surrogate_log, floor,
-                       sum(e.stopped for e in truth.archive.values()), time.time() - rescore_start, bits)
+                       sum(e.stopped for e in truth.archive.values()), time.time() - rescore_start, bits, lost)
     write_outputs(result, ctx, config)
     if config.finetune_top and rescored:
         finetune_best(ctx, run_dir, config.finetune_top)
@@ -170,36 +173,57 @@ def finetune_best(ctx: Context, run_dir: Path, k: int) -> None:
         print(format_results(results, summary))
 
 
-def rescore(ctx: Context, run_id: str, front, exact, floor: float, test_all: bool) -> tuple[dict, dict]:
-    """Validation for all-exact and the front points at or above the floor; test for
-    all-exact and the points that the summary's rules choose on validation (every point
-    when `test_all`). A test score of the others would be read by no one, and the test
-    split is twice the validation split. Returns (genome -> (validation, test or None),
-    (genome, split) -> (n_images, packed bits))."""
-    from surrogate_nas.evaluation.bits import unpack_correct
+VALIDATION_LOOKS = (0.2, 0.4, 0.6, 0.8)  # fractions of the validation images where re-scoring races
+
+
+def rescore(ctx: Context, run_id: str, front, exact, floor: float, config: SearchConfig) -> tuple[dict, dict, dict]:
+    """Re-score the front as `config.rescore` says. "floor": all-exact and the front points
+    at or above the floor on validation, cheapest first, each raced against the cheaper
+    points already scored (paired sign test at `early_stop_confidence` over
+    VALIDATION_LOOKS): one shown worse than a cheaper point cannot be what a summary
+    chooses, so it is stopped; then test for all-exact and the points the summary's rules
+    choose on validation. A test score of the others would be read by no one, and the test
+    split is twice the validation split. "all": every front point on both, in full.
+    Returns (genome -> (validation, test) accuracy, None where not scored),
+    ((genome, split) -> (n_images, packed bits)) and (genome -> the cheaper point it lost to)."""
+    from surrogate_nas.evaluation.early_stop import StoppingRule
     from surrogate_nas.results.summary import paired_loss, validation_choices
 
+    test_all = config.rescore == "all"
     genomes = rescore_genomes(front, exact, None if test_all else floor)
-    validation = {g: ctx.cached_record("validation", g, run_id)
-                  for g in tqdm(genomes, desc="re-scoring on validation", disable=ctx.quiet or None)}
-    tested = genomes
+    energy = ctx.evaluator.energy
+    n_validation = ctx.rescore_evaluator("validation").n_images
+    rule = StoppingRule(None, config.early_stop_confidence, tuple(int(f * n_validation) for f in VALIDATION_LOOKS),
+                        race=True)
+    validation, lost = {exact: ctx.cached_record("validation", exact, run_id)}, {}
+    for g in tqdm(sorted(genomes[1:], key=energy), desc="re-scoring on validation", disable=ctx.quiet or None):
+        if test_all:
+            validation[g] = ctx.cached_record("validation", g, run_id)
+            continue
+        rivals = [(h, r.correct()) for h, r in validation.items() if h != exact and energy(h) <= energy(g)]
+        record = ctx.raced_record("validation", g, run_id, rivals, rule)
+        if record.dominated_by is None:
+            validation[g] = record
+        else:
+            lost[g] = genome_from_key(record.dominated_by)
+    tested = [g for g in genomes if g in validation]
     if not test_all:
-        rights = {g: unpack_correct(r.correct_bits, r.n_images) for g, r in validation.items()
-                  if r.correct_bits is not None}
+        rights = {g: r.correct() for g, r in validation.items() if r.correct_bits is not None}
 
         def interval(g):
             return paired_loss(rights[exact], rights[g]) if exact in rights and g in rights else None
 
-        points = [{"genome": e.genome, "energy": e.energy, "validation_accuracy": validation[e.genome].accuracy,
-                   "intervals": {"validation": interval(e.genome)}} for e in front if e.genome in validation]
+        points = [{"genome": g, "energy": energy(g), "validation_accuracy": validation[g].accuracy,
+                   "intervals": {"validation": interval(g)}} for g in tested[1:]]
         tested = [exact] + [g for g in validation_choices(points, {"validation_accuracy": validation[exact].accuracy})
                             if g != exact]
     test = {g: ctx.cached_record("test", g, run_id)
             for g in tqdm(tested, desc="scoring the chosen points on test", disable=ctx.quiet or None)}
-    rescored = {g: (validation[g].accuracy, test[g].accuracy if g in test else None) for g in genomes}
+    rescored = {g: (validation[g].accuracy if g in validation else None, test[g].accuracy if g in test else None)
+                for g in genomes}
     bits = {(g, split): (r.n_images, r.correct_bits) for split, records in (("validation", validation), ("test", test))
             for g, r in records.items() if r.correct_bits is not None}
-    return rescored, bits
+    return rescored, bits, lost
 
 
 def rescore_genomes(front, exact, floor: float | None) -> list[tuple[int, ...]]:
@@ -236,7 +260,7 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
     if result.rescored:
         val, test = result.rescored[result.exact_genome]
         header += f"; all-exact validation accuracy {val:.4f}, test accuracy {test:.4f}"
-    write_report(d / "report.txt", result.front, catalog, header, result.rescored, methods, layers)
+    write_report(d / "report.txt", result.front, catalog, header, result.rescored, methods, layers, result.raced)
     plot_front(d / "front.png", result.evaluations, result.front, result.exact_genome,
                f"{config.mode} NSGA-II ({config.compensation} compensation), {result.run_id}")
     plot_hv(d / "hv.png", {config.mode: result.hv_history}, result.hv_reference, f"hypervolume, {result.run_id}")
@@ -247,7 +271,7 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
         plot_predictions(d / "surrogate.png", result.surrogate_log)
     if result.rescored:
         write_rescored_csv(d / "rescored.csv", result.rescored, [e.genome for e in result.front], result.exact_genome,
-                           catalog, ctx.evaluator.energy, methods, layers)
+                           catalog, ctx.evaluator.energy, methods, layers, result.raced)
         RunFolder(d).write_rescored_bits([(genome, split, n, bits) for (genome, split), (n, bits)
                                           in result.rescored_bits.items()])
         summary = summarize(d)
