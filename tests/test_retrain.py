@@ -131,6 +131,8 @@ def test_resume_after_kill_equals_uninterrupted(recipe, float_model, card, catal
 
 
 def test_band_candidates_on_a_hand_made_front():
+    from surrogate_nas.results.summary import band_candidates
+
     front = [
         {"energy": 0.64, "validation_accuracy": 0.80},  # 36 % saving
         {"energy": 0.62, "validation_accuracy": 0.81},  # 38 %: best of band 35-40
@@ -140,10 +142,10 @@ def test_band_candidates_on_a_hand_made_front():
         {"energy": 0.20, "validation_accuracy": 0.30},  # 80 %: outside 35-70
         {"energy": 0.70, "validation_accuracy": 0.83},  # 30 %: outside
     ]
-    got = rt.band_candidates(front)
+    got = band_candidates(front)
     assert [(c["band"], c["energy"]) for c in got] == [((35, 40), 0.62), ((40, 45), 0.56), ((55, 60), 0.45)]
-    assert rt.band_candidates(front, lo=40, hi=50, width=10)[0]["energy"] == 0.56
-    assert rt.band_candidates([], 35, 70) == []
+    assert band_candidates(front, lo=40, hi=50, width=10)[0]["energy"] == 0.56
+    assert band_candidates([], 35, 70) == []
 
 
 @pytest.mark.slow  # trains the tiny model several epochs (minutes); run in benchmarks, not CI

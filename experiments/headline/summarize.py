@@ -4,7 +4,10 @@ summary.json (written by `run`, or by `python -m surrogate_nas summarize RUN_DIR
 Savings are chosen on validation (all 5,000 validation images, against all-exact) and
 reported with their test loss (10,000 test images): never chosen on test.
 
-    python experiments/headline/summarize.py [FOLDER]   (default: this folder)
+    python experiments/headline/summarize.py [FOLDER [RUN_DIR ...]]
+
+FOLDER (default: this folder) receives summary.md, hv.png and fronts.png; the runs are
+its subfolders with a rescored.csv, or the RUN_DIRs given after it.
 """
 
 from __future__ import annotations
@@ -24,15 +27,17 @@ HERE = Path(__file__).parent
 def _cell(chosen: dict | None) -> str:
     if chosen is None:
         return "-"
-    return f"{chosen['energy_saving_pct']:.1f} % ({chosen['validation_loss_pp']:.2f} / {chosen['test_loss_pp']:.2f})"
+    test = "-" if chosen["test_loss_pp"] is None else f"{chosen['test_loss_pp']:.2f}"
+    return f"{chosen['energy_saving_pct']:.1f} % ({chosen['validation_loss_pp']:.2f} / {test})"
 
 
-def main(here: Path = HERE) -> None:
-    """Re-summarize every run folder in `here` with today's `summarize` (summary.json is
-    regenerated from the CSVs), then write the table and figures."""
-    runs = sorted(p.parent for p in here.glob("*/rescored.csv"))
+def main(here: Path = HERE, runs: list[Path] | None = None) -> None:
+    """Re-summarize every run folder in `here` (or `runs`) with today's `summarize`
+    (summary.json is regenerated from the CSVs), then write the table and figures."""
+    runs = runs or sorted(p.parent for p in here.glob("*/rescored.csv"))
     lines = ["| run | mode | compensation | HV@100 | HV@200 | HV@300 | <= 0.5 pp | <= 1 pp | <= 2 pp |",
              "|---|---|---|---|---|---|---|---|---|"]
+    bounds = []  # the upper-bound rule's choices, where the run has per-image records
     series, fronts, references = {}, {}, set()
     for run in runs:
         s = summarize(run)
@@ -43,6 +48,9 @@ def main(here: Path = HERE) -> None:
         lines.append(f"| {run.name} | {s['mode']} | {s['compensation']} | {fmt(hv['100'])} | {fmt(hv['200'])} | "
                      f"{fmt(hv['300'])} | {_cell(s['chosen']['0.5pp'])} | {_cell(s['chosen']['1pp'])} | "
                      f"{_cell(s['chosen']['2pp'])} |")
+        upper = s.get("chosen_upper_bound") or {}
+        if any(upper.values()):
+            bounds.append(f"| {run.name} | " + " | ".join(_cell(upper.get(k)) for k in ("0.5pp", "1pp", "2pp")) + " |")
         history = HVHistory(reference)
         for r in RunFolder(run).evaluations():
             stopped = r.get("below_floor") or r.get("dominated_by")  # below the floor, or lost a race
@@ -56,6 +64,10 @@ def main(here: Path = HERE) -> None:
               "HV on the 2,000-image search set, reference point (accuracy, energy) "
               + ", ".join(f"({1 - a:.4f}, {e:.2f})" for a, e in sorted(references))
               + " as each run's config.json records it."]
+    if bounds:
+        lines += ["", "Upper-bound rule (the cheapest point whose validation loss's upper 95 % bound, paired "
+                  "against all-exact, is within X pp):", "", "| run | <= 0.5 pp | <= 1 pp | <= 2 pp |",
+                  "|---|---|---|---|", *bounds]
     (here / "summary.md").write_text("\n".join(lines) + "\n")
     plot_hv(here / "hv.png", series, min(references), "budget 300, 2,000-image search set")
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -69,4 +81,4 @@ def main(here: Path = HERE) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE, [Path(a) for a in sys.argv[2:]] or None)

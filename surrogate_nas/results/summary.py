@@ -111,6 +111,23 @@ def validation_choices(points: list[dict], exact: dict) -> list:
     return list(dict.fromkeys(c["genome"] for c in chosen if c is not None))
 
 
+def band_candidates(front_rows, lo: float = 35, hi: float = 70, width: float = 5, accuracy: str = "validation_accuracy",
+                    energy: str = "energy") -> list[dict]:
+    """The most accurate front point (by `accuracy`, validation by default) in each band
+    [lo, lo + width), [lo + width, lo + 2 width), ... up to hi of energy saving in %
+    (100 * (1 - energy)); bands without a point are skipped. Ties: the cheaper point.
+    Returned in band order, each row with `band` = (low, high) added."""
+    out = []
+    n = int(round((hi - lo) / width))
+    for k in range(n):
+        a, b = lo + k * width, lo + (k + 1) * width
+        inside = [r for r in front_rows if a <= 100 * (1 - float(r[energy])) < b]
+        if inside:
+            best = max(inside, key=lambda r: (float(r[accuracy]), -float(r[energy])))
+            out.append({**best, "band": (a, b)})
+    return out
+
+
 def hv_at(evaluations: list[dict], reference, checkpoints=HV_CHECKPOINTS) -> dict[str, float | None]:
     """Hypervolume of the search-set front after the first n true evaluations (early-stopped
     ones are below the floor and add nothing)."""

@@ -137,8 +137,7 @@ def _points_from_run(run_dir: Path, tolerances, band: tuple[float, float, float]
     complete evaluation there (search-set accuracy), since a design poor before retraining
     can be the best after it."""
     from surrogate_nas.results.run_folder import RunFolder
-    from surrogate_nas.results.summary import choose_within, read_rescored, summarize
-    from surrogate_nas.workflows.retrain import band_candidates
+    from surrogate_nas.results.summary import band_candidates, choose_within, read_rescored, summarize
 
     exact = summarize(run_dir)["all_exact"]
     rows = read_rescored(run_dir)

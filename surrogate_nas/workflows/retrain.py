@@ -362,23 +362,3 @@ def keep_better(evaluator, genome, untuned: dict, choosing) -> tuple[float, floa
         evaluator._current = list(genome)
         return before, after, "retrained"
     return before, after, "untuned"
-
-
-# ------------------------------------------------------------------ choosing
-
-
-def band_candidates(front_rows, lo: float = 35, hi: float = 70, width: float = 5, accuracy: str = "validation_accuracy",
-                    energy: str = "energy") -> list[dict]:
-    """The most accurate front point (by `accuracy`, validation by default) in each band
-    [lo, lo + width), [lo + width, lo + 2 width), ... up to hi of energy saving in %
-    (100 * (1 - energy)); bands without a point are skipped. Ties: the cheaper point.
-    Returned in band order, each row with `band` = (low, high) added."""
-    out = []
-    n = int(round((hi - lo) / width))
-    for k in range(n):
-        a, b = lo + k * width, lo + (k + 1) * width
-        inside = [r for r in front_rows if a <= 100 * (1 - float(r[energy])) < b]
-        if inside:
-            best = max(inside, key=lambda r: (float(r[accuracy]), -float(r[energy])))
-            out.append({**best, "band": (a, b)})
-    return out
