@@ -222,6 +222,26 @@ def _rows(db: Path, run_id: str) -> int:
         return 0
 
 
+def _kill_when(proc, ready, what: str, limit_s: float | None, poll_s: float) -> None:
+    """SIGKILL `proc` as soon as `ready()`; fail if it ends first (or `limit_s` passes)."""
+    deadline = None if limit_s is None else time.monotonic() + limit_s
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended (rc {proc.returncode}) before {what}: "
+                            f"{proc.stderr.read().decode()[-2000:]}")
+            if deadline is not None and time.monotonic() > deadline:
+                pytest.fail(f"not ready within {limit_s} s: {what}")
+            time.sleep(poll_s)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        proc.stderr.close()
+
+
 def test_resume_after_sigkill_gives_the_uninterrupted_front(project, cli, tmp_path, subprocess_env):
     cache, out = tmp_path / "cache", tmp_path / "runs"
     db = cache / "evaluations.sqlite"
@@ -230,22 +250,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_front(project, cli, tmp_pa
             *project.flags(cache=cache)]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=subprocess_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while _rows(db, "r") < 5:
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended (rc {proc.returncode}) before it could be killed: "
-                            f"{proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("no evaluations reached the cache within 90 s")
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        proc.stderr.close()
+    _kill_when(proc, lambda: _rows(db, "r") >= 5, "it could be killed", 90, 0.01)
     assert proc.returncode == -signal.SIGKILL
     done_before = _rows(db, "r")
     assert 5 <= done_before < 60
@@ -282,19 +287,7 @@ def test_kill_in_the_first_seconds_is_resumed(project, cli, tmp_path, subprocess
     proc = subprocess.Popen(argv, cwd=tmp_path, env=subprocess_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     record = out / "k" / "config.json"
-    try:
-        while not record.exists():  # an event, not a clock: the pending record appears first
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended (rc {proc.returncode}) before its record appeared: "
-                            f"{proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-        proc.stderr.close()
+    _kill_when(proc, record.exists, "its record appeared", None, 0.005)  # an event: the pending record comes first
     saved = json.loads(record.read_text())
     assert saved["evaluator"] is None and saved["search"]["budget"] == 12  # killed in the first window
     r = cli("run", "--resume", "k", "--out", out, cache=cache, paths=False)  # paths from the run's record

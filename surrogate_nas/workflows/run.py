@@ -196,19 +196,21 @@ def rescore(ctx: Context, run_id: str, front, exact, floor: float, config: Searc
     rule = StoppingRule(None, config.early_stop_confidence, tuple(int(f * n_validation) for f in VALIDATION_LOOKS),
                         race=True)
     validation, lost = {exact: ctx.cached_record("validation", exact, run_id)}, {}
+    rights = {}  # genome -> per validation image right? (unpacked once)
     for g in tqdm(sorted(genomes[1:], key=energy), desc="re-scoring on validation", disable=ctx.quiet or None):
         if test_all:
             validation[g] = ctx.cached_record("validation", g, run_id)
             continue
-        rivals = [(h, r.correct()) for h, r in validation.items() if h != exact and energy(h) <= energy(g)]
+        rivals = [(h, rights[h]) for h in validation if h != exact and energy(h) <= energy(g)]
         record = ctx.raced_record("validation", g, run_id, rivals, rule)
         if record.dominated_by is None:
-            validation[g] = record
+            validation[g], rights[g] = record, record.correct()
         else:
             lost[g] = genome_from_key(record.dominated_by)
     tested = [g for g in genomes if g in validation]
     if not test_all:
-        rights = {g: r.correct() for g, r in validation.items() if r.correct_bits is not None}
+        rights[exact] = validation[exact].correct()
+        rights = {g: r for g, r in rights.items() if r is not None}
 
         def interval(g):
             return paired_loss(rights[exact], rights[g]) if exact in rights and g in rights else None
