@@ -138,27 +138,53 @@ def test_band_candidates_retrain_the_most_accurate_point_of_each_saving_band(fin
         rc = cli.main(["finetune", str(run), "--points", "band:0-100/25", "--epochs", "1", "--train-images", "32",
                        "--test-images", "20", "--out", str(out)] + project.flags(cache=run.parent.parent / "cache"))
     assert rc == 0
-    front = [r for r in read_csv(run / "rescored.csv") if r["role"] == "front"]
-    complete = [e for e in read_csv(run / "evaluations.csv") if not e.get("below_floor") and not e.get("dominated_by")]
-    expected = []
-    for lo in (0, 25, 50, 75):
-        def saving(r):
-            return 100 * (1 - float(r["energy"]))
-
-        inside = [r for r in front if lo <= saving(r) < lo + 25]
-        pick = max(inside, key=lambda r: (float(r["validation_accuracy"]), -float(r["energy"])), default=None)
-        if pick is None:
-            inside = [e for e in complete if lo <= saving(e) < lo + 25]
-            pick = max(inside, key=lambda e: (float(e["accuracy"]), -float(e["energy"])), default=None)
-        if pick is not None:
-            expected.append(pick["genome_indices"])
+    expected = band_picks(run, range(0, 100, 25), 25)
     rows = read_csv(out / "finetune.csv")
     assert [r["genome_indices"] for r in rows] == expected and len(expected) >= 2
     doc = json.loads((out / "finetune.json").read_text())
     assert [r["genome"] for r in doc["retrained"]] == [r["genome"] for r in rows]
 
 
+def band_picks(run, lows, width):
+    """By hand from the run's CSVs: per band [lo, lo + width) of saving, the re-scored front
+    point most accurate on validation, else the most accurate complete evaluation."""
+    front = [r for r in read_csv(run / "rescored.csv") if r["role"] == "front"]
+    complete = [e for e in read_csv(run / "evaluations.csv") if not e.get("below_floor") and not e.get("dominated_by")]
+    expected = []
+    for lo in lows:
+        def saving(r):
+            return 100 * (1 - float(r["energy"]))
+
+        inside = [r for r in front if lo <= saving(r) < lo + width]
+        pick = max(inside, key=lambda r: (float(r["validation_accuracy"]), -float(r["energy"])), default=None)
+        if pick is None:
+            inside = [e for e in complete if lo <= saving(e) < lo + width]
+            pick = max(inside, key=lambda e: (float(e["accuracy"]), -float(e["energy"])), default=None)
+        if pick is not None:
+            expected.append(pick["genome_indices"])
+    return expected
+
+
+def test_run_finetune_top_with_bands_retrains_the_highest_saving_bands(cli, tmp_path):
+    """`run --finetune-top K --finetune-points band:...` retrains the picks of the K
+    highest-saving bands that hold a point (recomputed here from the run's CSVs)."""
+    r = cli("run", "--mode", "full", "--budget", "8", "--pop-size", "4", "--search-images", "20", "--test-images", "20",
+            "--compensation", "none", "--rescore", "all", "--finetune-top", "2", "--finetune-points", "band:0-100/25",
+            "--out", tmp_path / "runs", "--run-id", "b", cache=tmp_path / "cache")
+    assert r.rc == 0, r.err
+    run = tmp_path / "runs" / "b"
+    expected = band_picks(run, range(0, 100, 25), 25)
+    assert len(expected) >= 2
+    rows = read_csv(run / "finetune" / "finetune.csv")
+    assert [r["genome_indices"] for r in rows] == expected[-2:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert [d["genome"] for d in summary["after_finetuning"]["retrained"]] == [r["genome"] for r in rows]
+
+
 @pytest.mark.parametrize("points", ["band:70-30/5", "band:0-100/0", "band:x"])
 def test_bad_band_is_one_line(cli, tmp_path, points):
     r = cli("finetune", tmp_path, "--points", points, paths=False)
     assert r.rc == 2 and len(r.err_lines) == 1 and "--points" in r.err, r.err
+    r = cli("run", "--finetune-top", "1", "--finetune-points", points, "--out", tmp_path / "runs", paths=False)
+    assert r.rc == 2 and len(r.err_lines) == 1 and "--finetune-points" in r.err, r.err
+    assert not (tmp_path / "runs").exists()  # refused before any folder is made

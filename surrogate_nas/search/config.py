@@ -18,6 +18,31 @@ def setting(default, help: str, flag: str | None = None, parse=None):
     return field(default=default, metadata={"help": help, "flag": flag, "parse": parse})
 
 
+DEFAULT_POINTS = "0.5,1,2,5,10"
+
+
+def parse_points(text: str, flag: str = "--points") -> tuple[list[float], tuple[float, float, float] | None]:
+    """Which finished-run points to retrain: comma-separated tolerances in pp, or
+    band[:LO-HI/WIDTH] (saving in %; a design poor before retraining can be the best after
+    it). Returns (tolerances, None) or ([], (lo, hi, width))."""
+    import re
+
+    if text.startswith("band"):
+        m = re.fullmatch(r"band(?::(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)/(\d+(?:\.\d*)?))?", text.strip())
+        band = None if m is None else tuple(float(v) for v in m.groups()) if m.group(1) else (35.0, 70.0, 5.0)
+        if band is None or not 0 <= band[0] < band[1] <= 100 or not band[2] > 0:
+            raise UserError(f"{flag}: expected band or band:LO-HI/WIDTH with 0 <= LO < HI <= 100 and WIDTH > 0 "
+                            f"(saving in %), got {text!r}")
+        return [], band
+    try:
+        tolerances = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"{flag}: expected comma-separated numbers of pp or band, got {text!r}") from None
+    if not tolerances or min(tolerances) < 0:
+        raise UserError(f"{flag}: expected non-negative tolerances in pp, got {text!r}")
+    return tolerances, None
+
+
 def int_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
@@ -68,8 +93,12 @@ class SearchConfig:
                                         "error) by fewer than K others; the rest get bias (0: measure all; default: "
                                         f"0 up to {AUTO_PRUNE_ABOVE} circuits, {AUTO_PRUNE_K} above)", parse=int)
     approximate: str = setting("conv", "which layers get a multiplier (one gene each): conv (default) or conv+dense")
-    finetune_top: int = setting(0, "fine-tune the K tightest validation-chosen points (0.5, 1, 2, 5 pp) at the end "
-                                   "(default 0)")
+    finetune_top: int = setting(0, "retrain K points at the end, as --finetune-points says (default 0)")
+    finetune_points: str = setting(DEFAULT_POINTS, "which points --finetune-top K retrains: tolerances in pp (the "
+                                                   "validation choices within the first K) or band[:LO-HI/WIDTH] (the "
+                                                   "most accurate front point in each WIDTH %% band of saving from "
+                                                   "LO to HI %%, band = band:35-70/5; the K highest-saving bands) "
+                                                   f"(default {DEFAULT_POINTS})")
     # surrogate mode
     seed_fraction: float = setting(0.15, "surrogate mode: share of the budget for the seed set (default 0.15)")
     seed_set_size: int | None = setting(None, "genomes in the seed set (default: seed-fraction x budget, at least "
@@ -124,6 +153,7 @@ class SearchConfig:
             bad("rescore", f"expected 'floor' or 'all', got {self.rescore!r}")
         if self.finetune_top < 0:
             bad("finetune-top", f"must be >= 0, got {self.finetune_top}")
+        parse_points(self.finetune_points, "--finetune-points")
         if self.prune_k is not None and self.prune_k < 0:
             bad("prune-k", f"must be >= 0 (0: no pruning), got {self.prune_k}")
         if self.seed_set_size is not None and self.seed_set_size < 1:

@@ -129,13 +129,13 @@ def save_design(evaluator, path: Path, card: dict) -> Path:
     return path
 
 
-def _points_from_run(run_dir: Path, tolerances, band: tuple[float, float, float] | None = None
-                     ) -> tuple[list[tuple[int, ...]], dict]:
+def _points_from_run(run_dir: Path, tolerances, band: tuple[float, float, float] | None = None,
+                     max_points: int | None = None) -> tuple[list[tuple[int, ...]], dict]:
     """The designs to retrain: for each tolerance the validation-chosen front point, or with
     `band` = (lo, hi, width) the most accurate re-scored front point (validation) in each
-    band of saving; a band the re-scored front misses takes the run's most accurate
-    complete evaluation there (search-set accuracy), since a design poor before retraining
-    can be the best after it."""
+    band of saving (the `max_points` highest-saving bands); a band the re-scored front
+    misses takes the run's most accurate complete evaluation there (search-set accuracy),
+    since a design poor before retraining can be the best after it."""
     from surrogate_nas.results.run_folder import RunFolder
     from surrogate_nas.results.summary import band_candidates, choose_within, read_rescored, summarize
 
@@ -151,7 +151,10 @@ def _points_from_run(run_dir: Path, tolerances, band: tuple[float, float, float]
                      "accuracy": e["accuracy"]} for e in RunFolder(run_dir).evaluations()
                     if not (e.get("below_floor") or e.get("dominated_by"))]
         picked += [r for r in band_candidates(complete, lo, hi, width, accuracy="accuracy") if r["band"] not in covered]
-        genomes = [tuple(r["genome_indices"]) for r in sorted(picked, key=lambda r: r["band"])]
+        picked = sorted(picked, key=lambda r: r["band"])
+        if max_points is not None:
+            picked = picked[len(picked) - max_points:] if max_points else []
+        genomes = [tuple(r["genome_indices"]) for r in picked]
     for t in tolerances:
         chosen = choose_within(front, exact, t)
         if chosen is not None and chosen["genome_indices"] not in genomes:
@@ -163,8 +166,8 @@ def _points_from_run(run_dir: Path, tolerances, band: tuple[float, float, float]
 def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0), genome=None, compensation=None,
                  epochs: int = DEFAULT_EPOCHS, train_images: int | None = DEFAULT_TRAIN_IMAGES, lr: float = DEFAULT_LR,
                  seed: int = 0, test_images: int | None = None, quiet: bool = False, ctx=None,
-                 band: tuple[float, float, float] | None = None):
-    """Fine-tune the chosen designs of a finished run; writes finetune.csv/.json/.png
+                 band: tuple[float, float, float] | None = None, max_points: int | None = None):
+    """Fine-tune the chosen designs of a finished run (`max_points`: at most this many bands); writes finetune.csv/.json/.png
     and one `.keras` (+ card) per design into `out`. The model, data, catalog and
     compensation are the run's (its `ctx` when given) unless flags in `paths` say otherwise."""
     from surrogate_nas.config import portable, project_root
@@ -189,7 +192,7 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
     calibration = calibration_set(splits, ctx.data.source_hash, int(card.get("seed", 0)))
     test = select_images(splits, ctx.data.source_hash, "test", test_images)
 
-    genomes, context = _points_from_run(run_dir, tolerances, band)
+    genomes, context = _points_from_run(run_dir, tolerances, band, max_points)
     if genome is not None:
         genomes = [parse_genome(genome, ctx.catalog, len(ctx.evaluator.layers))]
     if not genomes:

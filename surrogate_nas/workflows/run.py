@@ -142,7 +142,7 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
                        sum(e.stopped for e in truth.archive.values()), time.time() - rescore_start, bits, lost)
     write_outputs(result, ctx, config)
     if config.finetune_top and rescored:
-        finetune_best(ctx, run_dir, config.finetune_top)
+        finetune_best(ctx, run_dir, config)
     return result
 
 
@@ -157,14 +157,17 @@ def run_search(ctx: Context, budget: int = 300, mode: str = "surrogate", out="ex
     return execute(ctx, config, Path(out), run_id=run_id)
 
 
-def finetune_best(ctx: Context, run_dir: Path, k: int) -> None:
-    """`run --finetune-top K`: fine-tune the K tightest validation-chosen points (0.5, 1, 2,
-    5 pp, ...) and add the after-fine-tuning choices to summary.json."""
+def finetune_best(ctx: Context, run_dir: Path, config: SearchConfig) -> None:
+    """`run --finetune-top K`: retrain the points `--finetune-points` names (the first K
+    tolerances' validation choices, or the K highest-saving bands' most accurate points)
+    and add the after-retraining choices to summary.json."""
+    from surrogate_nas.search.config import parse_points
     from surrogate_nas.workflows.finetune import finetune_run, format_results
 
-    tolerances = [0.5, 1.0, 2.0, 5.0, 10.0][:k]
-    results, summary = finetune_run(ctx.paths, run_dir, run_dir / "finetune", tolerances=tolerances, quiet=ctx.quiet,
-                                    test_images=ctx.test_images, ctx=ctx)
+    tolerances, band = parse_points(config.finetune_points, "--finetune-points")
+    results, summary = finetune_run(ctx.paths, run_dir, run_dir / "finetune", tolerances=tolerances[:config.finetune_top],
+                                    quiet=ctx.quiet, test_images=ctx.test_images, ctx=ctx, band=band,
+                                    max_points=config.finetune_top)
     folder = RunFolder(run_dir)
     doc = folder.summary()
     doc["after_finetuning"] = summary

@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from surrogate_nas.cli.flags import paths_from_args
     from surrogate_nas.errors import UserError
+    from surrogate_nas.search.config import parse_points
     from surrogate_nas.workflows.finetune import finetune_run, format_results
 
     if args.epochs < 1:
@@ -67,25 +68,3 @@ def run(args: argparse.Namespace) -> int:
     print(format_results(results, summary))
     print(f"-> {out / 'finetune.csv'}, {out / 'finetune.png'}, {out / 'finetune.json'}")
     return 0
-
-
-def parse_points(text: str) -> tuple[list[float], tuple[float, float, float] | None]:
-    """`--points`: tolerances in pp, or band[:LO-HI/WIDTH] (saving in %)."""
-    import re
-
-    from surrogate_nas.errors import UserError
-
-    if text.startswith("band"):
-        m = re.fullmatch(r"band(?::(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)/(\d+(?:\.\d*)?))?", text.strip())
-        band = None if m is None else tuple(float(v) for v in m.groups()) if m.group(1) else (35.0, 70.0, 5.0)
-        if band is None or not 0 <= band[0] < band[1] <= 100 or not band[2] > 0:
-            raise UserError(f"--points: expected band or band:LO-HI/WIDTH with 0 <= LO < HI <= 100 and WIDTH > 0 "
-                            f"(saving in %), got {text!r}")
-        return [], band
-    try:
-        tolerances = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"--points: expected comma-separated numbers of pp or band, got {text!r}") from None
-    if not tolerances or min(tolerances) < 0:
-        raise UserError(f"--points: expected non-negative tolerances in pp, got {text!r}")
-    return tolerances, None
