@@ -68,3 +68,42 @@ def test_fewer_evaluations_than_a_checkpoint_give_no_hv(run_folder, tmp_path):
     write_csv(run / "evaluations.csv", evaluations[:150])
     hv = summarize(run)["hv"]
     assert hv["100"] is not None and hv["200"] is None and hv["300"] is None
+
+
+def test_seed_table_gives_median_and_range_over_seeds_and_their_shared_seed_genomes(tmp_path):
+    """experiments/headline/summarize.py's table over seeds: median and range of HV and of
+    the chosen savings and losses, against values written here, and the shared seed set."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "headline" / "summarize.py"
+    spec = importlib.util.spec_from_file_location("headline_summarize", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    runs, summaries = [], []
+    seeds = {0: ["0,0", "1,1", "5,2"], 1: ["0,0", "1,1", "3,4"], 2: ["0,0", "1,1", "2,6"]}
+    savings = {0: (12.2, 0.18, 0.11), 1: (20.0, 0.40, 0.90), 2: None}  # seed 2 chose no point within 0.5 pp
+    for seed, genomes in seeds.items():
+        run = tmp_path / f"s{seed}"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"search": {"mode": "surrogate", "budget": 300, "seed": seed}, "evaluator": {}}))
+        write_csv(run / "evaluations.csv", [{"order": i, "reason": "seed", "genome_indices": g}
+                                            for i, g in enumerate(genomes)]
+                  + [{"order": 3, "reason": "offspring", "genome_indices": "9,9"}])
+        runs.append(run)
+        half = None if savings[seed] is None else dict(zip(("energy_saving_pct", "validation_loss_pp", "test_loss_pp"),
+                                                           savings[seed]))
+        summaries.append({"hv": {"100": 0.05 + seed / 100, "200": 0.06, "300": 0.07 - seed / 1000},
+                          "chosen": {"0.5pp": half, "1pp": None, "2pp": None}, "chosen_upper_bound": None})
+    text = "\n".join(module.seed_table(runs, summaries))
+    assert "| HV@100 | 0.0600 (0.0500 to 0.0700) | | |" in text
+    assert "| HV@300 | 0.0690 (0.0680 to 0.0700) | | |" in text
+    # the median of two present values is their mean; the missing seed is counted, not dropped silently
+    assert ("| saving within 0.5 pp, point estimate rule (%) | 16.1 (12.2 to 20.0), 1 none | 0.29 (0.18 to 0.40), "
+            "1 none | 0.51 (0.11 to 0.90), 1 none |") in text
+    assert "| saving within 1 pp, upper bound rule (%) | - | - | - |" in text
+    assert "share 2 genomes" in text
+    # runs with other settings than the seed are not pooled
+    (runs[2] / "config.json").write_text(json.dumps({"search": {"mode": "full", "budget": 300, "seed": 2}, "evaluator": {}}))
+    assert module.seed_table(runs, summaries) == []

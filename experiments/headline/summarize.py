@@ -13,6 +13,7 @@ its subfolders with a rescored.csv, or the RUN_DIRs given after it.
 from __future__ import annotations
 
 import csv
+import statistics
 import sys
 from pathlib import Path
 
@@ -31,6 +32,41 @@ def _cell(chosen: dict | None) -> str:
     return f"{chosen['energy_saving_pct']:.1f} % ({chosen['validation_loss_pp']:.2f} / {test})"
 
 
+def _spread(values: list, digits: int) -> str:
+    """median (min-max) of the values present; how many are missing (no point chosen)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "-"
+    text = f"{statistics.median(present):.{digits}f}"
+    if len(present) > 1:
+        text += f" ({min(present):.{digits}f} to {max(present):.{digits}f})"
+    missing = len(values) - len(present)
+    return text + (f", {missing} none" if missing else "")
+
+
+def seed_table(runs: list[Path], summaries: list[dict]) -> list[str]:
+    """Median and range over runs whose search settings differ only in the seed, with the
+    count of seed genomes they all share: such seeds are not fully independent samples."""
+    records = [RunFolder(r).record()["search"] for r in runs]
+    if len(runs) < 2 or any({**c, "seed": 0} != {**records[0], "seed": 0} for c in records):
+        return []
+    seed_sets = [{e["genome_indices"] for e in RunFolder(r).evaluations() if e["reason"] == "seed"} for r in runs]
+    lines = ["", f"Over the {len(runs)} seeds ({', '.join(str(c['seed']) for c in records)}), median (min to max); "
+             "chosen on validation, test only reported:", "",
+             "| | median (range) | its validation loss (pp) | its test loss (pp) |", "|---|---|---|---|"]
+    lines += [f"| HV@{b} | {_spread([s['hv'][b] for s in summaries], 4)} | | |" for b in ("100", "200", "300")]
+    for rule, key in (("point estimate", "chosen"), ("upper bound", "chosen_upper_bound")):
+        for tol in ("0.5pp", "1pp", "2pp"):
+            picks = [(s.get(key) or {}).get(tol) for s in summaries]
+            column = lambda field: [None if c is None else c[field] for c in picks]  # noqa: E731
+            lines.append(f"| saving within {tol[:-2]} pp, {rule} rule (%) | {_spread(column('energy_saving_pct'), 1)} | "
+                         f"{_spread(column('validation_loss_pp'), 2)} | {_spread(column('test_loss_pp'), 2)} |")
+    lines += ["", f"The seed sets ({', '.join(str(len(s)) for s in seed_sets)} genomes) share "
+              f"{len(set.intersection(*seed_sets))} genomes: all-exact and the one-circuit-everywhere genomes are the "
+              "same in every seed, so the seeds are not fully independent samples."]
+    return lines
+
+
 def main(here: Path = HERE, runs: list[Path] | None = None) -> None:
     """Re-summarize every run folder in `here` (or `runs`) with today's `summarize`
     (summary.json is regenerated from the CSVs), then write the table and figures."""
@@ -39,8 +75,10 @@ def main(here: Path = HERE, runs: list[Path] | None = None) -> None:
              "|---|---|---|---|---|---|---|---|---|"]
     bounds = []  # the upper-bound rule's choices, where the run has per-image records
     series, fronts, references = {}, {}, set()
+    summaries = []
     for run in runs:
         s = summarize(run)
+        summaries.append(s)
         reference = run_reference(RunFolder(run).record())
         references.add(reference)
         hv = s["hv"]
@@ -64,6 +102,7 @@ def main(here: Path = HERE, runs: list[Path] | None = None) -> None:
               "HV on the 2,000-image search set, reference point (accuracy, energy) "
               + ", ".join(f"({1 - a:.4f}, {e:.2f})" for a, e in sorted(references))
               + " as each run's config.json records it."]
+    lines += seed_table(runs, summaries)
     if bounds:
         lines += ["", "Upper-bound rule (the cheapest point whose validation loss's upper 95 % bound, paired "
                   "against all-exact, is within X pp):", "", "| run | <= 0.5 pp | <= 1 pp | <= 2 pp |",
