@@ -188,3 +188,31 @@ def test_bad_band_is_one_line(cli, tmp_path, points):
     r = cli("run", "--finetune-top", "1", "--finetune-points", points, "--out", tmp_path / "runs", paths=False)
     assert r.rc == 2 and len(r.err_lines) == 1 and "--finetune-points" in r.err, r.err
     assert not (tmp_path / "runs").exists()  # refused before any folder is made
+
+
+def test_a_rerun_after_an_interruption_reuses_finished_designs(finetuned, project, tmp_path, capsys):
+    """finetune killed after a design was saved (here: before its finetune.csv) loses no
+    finished design: the rerun reuses it and writes the same results; other settings
+    (another --lr) retrain."""
+    import shutil
+
+    from conftest import isolated_cwd
+
+    from surrogate_nas import cli
+
+    _, run = finetuned
+    out = tmp_path / "again"
+    shutil.copytree(run / "finetune", out)
+    (out / "finetune.csv").unlink()
+    (out / "finetune.json").unlink()
+    args = ["finetune", str(run), "--points", "100", "--epochs", "1", "--train-images", "64", "--test-images", "20",
+            "--out", str(out)] + project.flags(cache=run.parent.parent / "cache")
+    capsys.readouterr()
+    with isolated_cwd(run.parent.parent):
+        assert cli.main(args) == 0
+    assert "already retrained (design-1.keras), reused" in capsys.readouterr().out
+    assert read_csv(out / "finetune.csv") == read_csv(run / "finetune" / "finetune.csv")
+    with isolated_cwd(run.parent.parent):
+        assert cli.main(args + ["--lr", "3e-4"]) == 0
+    assert "reused" not in capsys.readouterr().out
+    assert read_csv(out / "finetune.csv")[0]["seconds"] != read_csv(run / "finetune" / "finetune.csv")[0]["seconds"]

@@ -45,6 +45,17 @@ class FinetuneResult:
     compensation_refit: bool
     model_path: str | None = None
 
+    @classmethod
+    def from_row(cls, r: dict) -> "FinetuneResult":
+        """Back from `row` (a finetune.csv row, or the card saved beside a design)."""
+        floats = ("energy", "validation_before", "test_before", "validation_after", "test_after", "seconds",
+                  "seconds_per_epoch")
+        return cls(genome=tuple(int(v) for v in str(r["genome_indices"]).split(",")),
+                   compensation=r["compensation"].split(";"), **{k: float(r[k]) for k in floats},
+                   epochs=int(r["epochs"]), train_images=int(r["train_images"]),
+                   compensation_refit=r.get("compensation_refit") in (True, "True"),
+                   model_path=r.get("model_path") or None)
+
     def row(self, names: list[str]) -> dict:
         out = asdict(self)
         out["genome"] = ";".join(names)
@@ -153,7 +164,7 @@ def _points_from_run(run_dir: Path, tolerances, band: tuple[float, float, float]
         picked += [r for r in band_candidates(complete, lo, hi, width, accuracy="accuracy") if r["band"] not in covered]
         picked = sorted(picked, key=lambda r: r["band"])
         if max_points is not None:
-            picked = picked[len(picked) - max_points:] if max_points else []
+            picked = picked[max(0, len(picked) - max_points):] if max_points else []
         genomes = [tuple(r["genome_indices"]) for r in picked]
     for t in tolerances:
         chosen = choose_within(front, exact, t)
@@ -161,6 +172,22 @@ def _points_from_run(run_dir: Path, tolerances, band: tuple[float, float, float]
             genomes.append(chosen["genome_indices"])
     before = {r["genome_indices"]: (r["validation_accuracy"], r["test_accuracy"]) for r in rows}
     return list(dict.fromkeys(genomes)), {"exact": exact, "before": before, "front": front}
+
+
+def _finished_design(path: Path, genome, settings: dict) -> FinetuneResult | None:
+    """The result of a design retrained by an earlier, interrupted call with the same
+    settings, else None. The card is written after the model: a design without a readable
+    card is retrained again."""
+    card_path = path.with_suffix(".json")
+    if not (path.is_file() and card_path.is_file()):
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+        same = card["genome_indices"] == ",".join(map(str, genome)) and all(card.get(k) == v
+                                                                            for k, v in settings.items())
+        return FinetuneResult.from_row(card) if same else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0), genome=None, compensation=None,
@@ -202,7 +229,19 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
     out.mkdir(parents=True, exist_ok=True)
     root = project_root(ctx.paths)
     results = []
+    n_train = len(training_subset(splits.y_train, train_images, seed))
+    settings = {"source_run": portable(run_dir, root), "model": portable(ctx.model_path, root),
+                "weights_sha256": card.get("weights_sha256"), "lr": lr, "seed": seed, "epochs": epochs,
+                "train_images": n_train, "test_images": len(test.labels), "compensation_method": method}
     for k, g in enumerate(genomes, start=1):
+        path = out / f"design-{k}.keras"
+        done = _finished_design(path, g, settings)
+        if done is not None:  # a rerun after an interruption: this design is finished
+            results.append(done)
+            if not quiet:
+                print(f"design {k}: {';'.join(genome_names(g, ctx.catalog))}: already retrained ({path.name}), "
+                      "reused", flush=True)
+            continue
         ev = ctx.build_evaluator("validation", None)  # private: its model is trained in place
         before = context["before"].get(g)
         if before is None or method != run_method:
@@ -213,12 +252,9 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
                                                     verbose=0 if quiet else 2)
         after = (ev.accuracy(g), ev.top1(test.images, test.labels))
         result = FinetuneResult(g, ev.design_labels(g), ev.energy(g), before[0], before[1], after[0], after[1], epochs,
-                                len(training_subset(splits.y_train, train_images, seed)), seconds, per_epoch, refit)
-        path = out / f"design-{k}.keras"
+                                n_train, seconds, per_epoch, refit)
         result.model_path = path.name  # next to finetune.csv
-        save_design(ev, path, {"source_run": portable(run_dir, root), "model": portable(ctx.model_path, root),
-                               "weights_sha256": card.get("weights_sha256"), "lr": lr, "seed": seed,
-                               **result.row(genome_names(g, ctx.catalog))})
+        save_design(ev, path, {**settings, **result.row(genome_names(g, ctx.catalog))})
         results.append(result)
         if not quiet:
             print(f"design {k}: {';'.join(genome_names(g, ctx.catalog))}: validation {before[0]:.4f} -> {after[0]:.4f}, "
@@ -238,12 +274,7 @@ def report_only(run_dir: Path, out: Path, catalog) -> tuple[list[FinetuneResult]
         raise UserError(f"{path}: not found (run finetune first)")
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    floats = ("energy", "validation_before", "test_before", "validation_after", "test_after", "seconds", "seconds_per_epoch")
-    results = [FinetuneResult(
-        genome=tuple(int(v) for v in r["genome_indices"].split(",")), compensation=r["compensation"].split(";"),
-        **{k: float(r[k]) for k in floats}, epochs=int(r["epochs"]), train_images=int(r["train_images"]),
-        compensation_refit=r.get("compensation_refit", "") == "True", model_path=r.get("model_path") or None,
-    ) for r in rows]
+    results = [FinetuneResult.from_row(r) for r in rows]
     _, context = _points_from_run(run_dir, ())
     return results, write_results(out, results, catalog, context)
 
