@@ -216,3 +216,42 @@ def test_a_rerun_after_an_interruption_reuses_finished_designs(finetuned, projec
         assert cli.main(args + ["--lr", "3e-4"]) == 0
     assert "reused" not in capsys.readouterr().out
     assert read_csv(out / "finetune.csv")[0]["seconds"] != read_csv(run / "finetune" / "finetune.csv")[0]["seconds"]
+
+
+def test_finetune_with_a_recipe_keeps_a_retrained_design_only_when_better_on_validation(finetuned, project, tmp_path):
+    """`--recipe`: workflows.retrain per design (a checkpoint per epoch), and the saved
+    design is the retrained network only when it beats the un-tuned one on all validation
+    images; the reported validation accuracy is recomputed here with plain Keras."""
+    import keras
+
+    from conftest import isolated_cwd
+
+    import surrogate_nas.emulation.layers  # noqa: F401
+    from surrogate_nas import cli
+    from surrogate_nas.data.datasets import load_cifar10
+    from surrogate_nas.data.splits import make_splits
+
+    _, run = finetuned
+    out = tmp_path / "recipe"
+    with isolated_cwd(run.parent.parent):
+        rc = cli.main(["finetune", str(run), "--points", "100", "--recipe", "kd-adam1e-3-cos", "--epochs", "1",
+                       "--train-images", "64", "--test-images", "20", "--out", str(out)]
+                      + project.flags(cache=run.parent.parent / "cache"))
+    assert rc == 0
+    row = read_csv(out / "finetune.csv")[0]
+    history = json.loads((out / "design-1.work" / "history.json").read_text())
+    assert [h["epoch"] for h in history["history"]] == [0, 1] and history["recipe"]["epochs"] == 1
+    before, after = float(row["validation_before"]), float(row["validation_after"])
+    assert row["kept"] in ("retrained", "untuned")
+    assert after > before if row["kept"] == "retrained" else after == before
+    model = keras.models.load_model(out / row["model_path"], compile=False)
+    splits = make_splits(load_cifar10(project.data, cache_dir=project.cache), seed=0)
+    logits = model(splits.x_val.astype(np.float32), training=False).numpy()
+    assert np.mean(np.argmax(logits, axis=1) == splits.y_val) == pytest.approx(after, abs=1e-12)
+    doc = json.loads((out / "finetune.json").read_text())
+    assert doc["recipe"]["name"] == "kd-adam1e-3-cos" and doc["retrained"][0]["kept"] == row["kept"]
+
+
+def test_unknown_recipe_is_one_line(cli, tmp_path):
+    r = cli("finetune", tmp_path, "--recipe", "nope", paths=False)
+    assert r.rc == 2 and len(r.err_lines) == 1 and "--recipe" in r.err and "kd-adam1e-3-cos" in r.err, r.err

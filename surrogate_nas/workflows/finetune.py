@@ -44,6 +44,7 @@ class FinetuneResult:
     seconds_per_epoch: float
     compensation_refit: bool
     model_path: str | None = None
+    kept: str = "retrained"  # with a recipe: 'untuned' when retraining did not beat the design on validation
 
     @classmethod
     def from_row(cls, r: dict) -> "FinetuneResult":
@@ -54,7 +55,7 @@ class FinetuneResult:
                    compensation=r["compensation"].split(";"), **{k: float(r[k]) for k in floats},
                    epochs=int(r["epochs"]), train_images=int(r["train_images"]),
                    compensation_refit=r.get("compensation_refit") in (True, "True"),
-                   model_path=r.get("model_path") or None)
+                   model_path=r.get("model_path") or None, kept=r.get("kept") or "retrained")
 
     def row(self, names: list[str]) -> dict:
         out = asdict(self)
@@ -193,8 +194,11 @@ def _finished_design(path: Path, genome, settings: dict) -> FinetuneResult | Non
 def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0), genome=None, compensation=None,
                  epochs: int = DEFAULT_EPOCHS, train_images: int | None = DEFAULT_TRAIN_IMAGES, lr: float = DEFAULT_LR,
                  seed: int = 0, test_images: int | None = None, quiet: bool = False, ctx=None,
-                 band: tuple[float, float, float] | None = None, max_points: int | None = None):
-    """Fine-tune the chosen designs of a finished run (`max_points`: at most this many bands); writes finetune.csv/.json/.png
+                 band: tuple[float, float, float] | None = None, max_points: int | None = None, recipe=None):
+    """Fine-tune the chosen designs of a finished run (`max_points`: at most this many bands);
+    with a `recipe` (network.retraining.Recipe) each design is retrained by `workflows.retrain`
+    instead: checkpointed after every epoch, best epoch on the run's search set, kept only
+    when more accurate than the un-tuned design on all validation images; writes finetune.csv/.json/.png
     and one `.keras` (+ card) per design into `out`. The model, data, catalog and
     compensation are the run's (its `ctx` when given) unless flags in `paths` say otherwise."""
     from surrogate_nas.config import portable, project_root
@@ -220,6 +224,13 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
     test = select_images(splits, ctx.data.source_hash, "test", test_images)
 
     genomes, context = _points_from_run(run_dir, tolerances, band, max_points)
+    choosing = None
+    if recipe is not None:  # the recipe's numbers are the ones used and recorded
+        from surrogate_nas.workflows.retrain import image_accuracy, retrain
+
+        epochs, lr, train_images = recipe.epochs, recipe.lr, recipe.train_images
+        choosing = select_images(splits, ctx.data.source_hash, "validation", None)
+        context["recipe"] = recipe.to_dict()
     if genome is not None:
         genomes = [parse_genome(genome, ctx.catalog, len(ctx.evaluator.layers))]
     if not genomes:
@@ -232,7 +243,8 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
     n_train = len(training_subset(splits.y_train, train_images, seed))
     settings = {"source_run": portable(run_dir, root), "model": portable(ctx.model_path, root),
                 "weights_sha256": card.get("weights_sha256"), "lr": lr, "seed": seed, "epochs": epochs,
-                "train_images": n_train, "test_images": len(test.labels), "compensation_method": method}
+                "train_images": n_train, "test_images": len(test.labels), "compensation_method": method,
+                "recipe": None if recipe is None else recipe.to_dict()}
     for k, g in enumerate(genomes, start=1):
         path = out / f"design-{k}.keras"
         done = _finished_design(path, g, settings)
@@ -242,17 +254,29 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
                 print(f"design {k}: {';'.join(genome_names(g, ctx.catalog))}: already retrained ({path.name}), "
                       "reused", flush=True)
             continue
-        ev = ctx.build_evaluator("validation", None)  # private: its model is trained in place
+        # private: its model is trained in place (with a recipe: scoring the run's search set, the tuning images)
+        ev = ctx.build_evaluator("validation", None if recipe is None else record["search"]["search_images"])
         before = context["before"].get(g)
         if before is None or method != run_method:
-            before = (ev.accuracy(g), None)
+            ev.set_genome(g)
+            before = (ev.accuracy(g) if recipe is None else image_accuracy(ev, choosing), None)
         if before[1] is None:  # a point the run scored on validation only
+            ev.set_genome(g)
             before = (before[0], ev.top1(test.images, test.labels))
-        seconds, per_epoch, refit = finetune_design(ev, g, splits, calibration, epochs, lr, train_images, seed,
-                                                    verbose=0 if quiet else 2)
-        after = (ev.accuracy(g), ev.top1(test.images, test.labels))
+        kept = "retrained"
+        if recipe is None:
+            seconds, per_epoch, refit = finetune_design(ev, g, splits, calibration, epochs, lr, train_images, seed,
+                                                        verbose=0 if quiet else 2)
+            validation_after = ev.accuracy(g)
+        else:
+            done = retrain(ev, g, splits, recipe, out / f"design-{k}.work", calibration=calibration, choosing=choosing,
+                           teacher_cache=ctx.rule_store, seed=seed, verbose=0 if quiet else 2, quiet=quiet)
+            seconds, refit, kept = done.seconds, bool(done.compensation_refit), done.kept
+            per_epoch = sum(h["seconds"] for h in done.history[1:]) / max(1, len(done.history) - 1)
+            validation_after = max(done.choosing_before, done.choosing_after)  # the kept network's
+        after = (validation_after, ev.top1(test.images, test.labels))
         result = FinetuneResult(g, ev.design_labels(g), ev.energy(g), before[0], before[1], after[0], after[1], epochs,
-                                n_train, seconds, per_epoch, refit)
+                                n_train, seconds, per_epoch, refit, kept=kept)
         result.model_path = path.name  # next to finetune.csv
         save_design(ev, path, {**settings, **result.row(genome_names(g, ctx.catalog))})
         results.append(result)
@@ -308,8 +332,9 @@ def write_results(out: Path, results: list[FinetuneResult], catalog, context: di
         "all_exact": exact,
         "chosen_after_finetuning": chosen,
         "retrained": [{"genome": row["genome"], "energy_saving_pct": round(row["energy_saving_pct"], 2),
-                       "validation_before": r.validation_before, "validation_after": r.validation_after}
-                      for r, row in zip(results, rows)],
+                       "validation_before": r.validation_before, "validation_after": r.validation_after,
+                       "kept": r.kept} for r, row in zip(results, rows)],
+        "recipe": context.get("recipe"),
         "seconds_per_epoch": [r.seconds_per_epoch for r in results],
         "train_images": results[0].train_images,
         "epochs": results[0].epochs,
