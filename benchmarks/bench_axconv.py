@@ -50,6 +50,22 @@ def timed(fn, repeats):
     return min(times)
 
 
+def random_layers(batch: int, widths=DEFAULT_WIDTHS) -> list[tuple[tf.Tensor, tf.Tensor]]:
+    """(input, kernel) of each conv layer: ReLU-like inputs (half zeros), seeded."""
+    rng = np.random.default_rng(0)
+    layers = []
+    for h, w, cin, cout in layer_shapes(widths):
+        x = tf.constant(np.maximum(rng.normal(size=(batch, h, w, cin)), 0).astype(np.float32))
+        layers.append((x, tf.constant((rng.normal(size=(3, 3, cin, cout)) * 0.1).astype(np.float32))))
+    return layers
+
+
+def float_conv_seconds(layers, repeats: int) -> float:
+    """The baseline: float `tf.nn.conv2d` (SAME) on every layer, summed."""
+    float_conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
+    return sum(timed(lambda: float_conv(x, k).numpy(), repeats) for x, k in layers)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog")
@@ -65,15 +81,8 @@ def main() -> None:
     card = None
     if paths.model and Path(paths.model).with_suffix(".json").exists():
         card = json.loads(Path(paths.model).with_suffix(".json").read_text())
-    rng = np.random.default_rng(0)
-    layers = []
-    for i, (h, w, cin, cout) in enumerate(layer_shapes(tuple(card["widths"]) if card else DEFAULT_WIDTHS)):
-        x = tf.constant(np.maximum(rng.normal(size=(args.batch, h, w, cin)), 0).astype(np.float32))
-        k = tf.constant((rng.normal(size=(3, 3, cin, cout)) * 0.1).astype(np.float32))
-        layers.append((x, k))
-
-    float_conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
-    float_s = sum(timed(lambda: float_conv(x, k).numpy(), args.repeats) for x, k in layers)
+    layers = random_layers(args.batch, tuple(card["widths"]) if card else DEFAULT_WIDTHS)
+    float_s = float_conv_seconds(layers, args.repeats)
     print(f"float tf.nn.conv2d, 5 layers, batch {args.batch}: {1000 * float_s:.1f} ms "
           f"(gathered path above rank {GATHER_RANK_THRESHOLD})")
     print(f"{'circuit':12s} {'rank':>4s} {'path':>8s} {'exact_ms':>9s} {'ratio':>6s} {'trunc_ratio':>11s} {'trunc_maxdev':>12s}")

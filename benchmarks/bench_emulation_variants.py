@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from bench_axconv import layer_shapes, timed
+from bench_axconv import float_conv_seconds, random_layers, timed
 
 from surrogate_nas.config import resolve_paths
 from surrogate_nas.emulation.decomposition import decompose
@@ -110,13 +110,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
     catalog = load_catalog(resolve_paths(multipliers=args.catalog).multipliers)
-    rng = np.random.default_rng(0)
-    layers = []
-    for h, w, cin, cout in layer_shapes():
-        x = tf.constant(np.maximum(rng.normal(size=(args.batch, h, w, cin)), 0).astype(np.float32))
-        layers.append((x, tf.constant((rng.normal(size=(3, 3, cin, cout)) * 0.1).astype(np.float32))))
-    float_conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
-    float_s = sum(timed(lambda: float_conv(x, k).numpy(), args.repeats) for x, k in layers)
+    layers = random_layers(args.batch)
+    float_s = float_conv_seconds(layers, args.repeats)
     print(f"float tf.nn.conv2d, 5 layers, batch {args.batch}: {1000 * float_s:.1f} ms; "
           f"zero-point taps of the inputs: {np.mean([np.mean(x.numpy() == 0) for x, _ in layers]):.0%}")
     print(f"{'circuit':12s} {'rank':>4s} {'path':>8s} {'variant':>10s} {'ms':>8s} {'ratio':>6s} {'max_dev':>9s}")
