@@ -52,8 +52,8 @@ def seed_table(runs: list[Path], summaries: list[dict]) -> list[str]:
         return []
     seed_sets = [{e["genome_indices"] for e in RunFolder(r).evaluations() if e["reason"] == "seed"} for r in runs]
     lines = ["", f"Over the {len(runs)} seeds ({', '.join(str(c['seed']) for c in records)}), median (min to max); "
-             "chosen on validation, test only reported:", "",
-             "| | median (range) | its validation loss (pp) | its test loss (pp) |", "|---|---|---|---|"]
+             "chosen on validation, test only reported; each column's median is taken on its own:", "",
+             "| | median (range) | validation loss (pp) | test loss (pp) |", "|---|---|---|---|"]
     lines += [f"| HV@{b} | {_spread([s['hv'][b] for s in summaries], 4)} | | |" for b in ("100", "200", "300")]
     for rule, key in (("point estimate", "chosen"), ("upper bound", "chosen_upper_bound")):
         for tol in ("0.5pp", "1pp", "2pp"):
