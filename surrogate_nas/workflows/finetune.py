@@ -66,20 +66,6 @@ class FinetuneResult:
         return out
 
 
-def refit_compensation(evaluator, genome, methods: list[str], calibration) -> None:
-    """Compensation for the new weights: histograms and kernel codes measured again,
-    each layer keeping its method."""
-    from surrogate_nas.evaluation.designs import LayerDesigns
-    from surrogate_nas.network.measure import channel_code_histograms
-
-    exact = evaluator.catalog.exact_index
-    evaluator.set_genome((exact,) * len(evaluator.layers), None)
-    hists = channel_code_histograms(evaluator.model, evaluator.layers, calibration.images)
-    designs = LayerDesigns(evaluator.layers, evaluator.catalog, "none", hists)
-    evaluator.set_designs(genome, [designs.compensation(i, index, method)
-                                   for i, (index, method) in enumerate(zip(genome, methods))])
-
-
 def finetune_design(evaluator, genome, splits, calibration, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
                     train_images: int | None = DEFAULT_TRAIN_IMAGES, seed: int = 0, verbose: int = 1) -> tuple[float, float]:
     """Train `evaluator.model` in place with `genome`'s designs; returns (seconds,
@@ -89,6 +75,7 @@ def finetune_design(evaluator, genome, splits, calibration, epochs: int = DEFAUL
     import tensorflow as tf
 
     from surrogate_nas.network.training import augment_dataset
+    from surrogate_nas.workflows.retrain import choose_refit
 
     methods = evaluator.design_labels(genome)
     evaluator.set_genome(genome)
@@ -104,25 +91,6 @@ def finetune_design(evaluator, genome, splits, calibration, epochs: int = DEFAUL
     seconds = time.time() - start
     refit = choose_refit(evaluator, genome, methods, calibration)
     return seconds, seconds / max(1, epochs), refit
-
-
-def choose_refit(evaluator, genome, methods: list[str], calibration) -> bool:
-    """Re-fit the compensation to the trained weights, or keep the offsets it trained
-    with: training also moved the biases to absorb the old offsets, so a re-fit can
-    double-correct. Decided by cross-entropy on the calibration images (training split),
-    never on validation or test. Returns whether the re-fit was kept."""
-    from surrogate_nas.network.measure import cross_entropy
-
-    def loss():
-        return cross_entropy(evaluator.logits(calibration.images, 500), calibration.labels)
-
-    kept = evaluator.compensations()
-    before = loss()
-    refit_compensation(evaluator, genome, methods, calibration)
-    if loss() <= before:
-        return True
-    evaluator.set_designs(genome, kept)
-    return False
 
 
 def save_design(evaluator, path: Path, card: dict) -> Path:

@@ -240,12 +240,11 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
     best weights so far); a retraining killed mid-way resumes at its last finished epoch
     and ends with the same history as an uninterrupted one. At the end the best epoch's
     weights (tuning images) are restored, the compensation is re-fitted when that lowers
-    the cross-entropy on the calibration images (training split; `finetune.choose_refit`),
+    the cross-entropy on the calibration images (training split; `choose_refit`),
     and, with `choosing` (an ImageSet: all validation images), the un-tuned design is kept
     unless the retrained one is more accurate on those images (`keep_better`).
     The evaluator must be private to this design."""
     from surrogate_nas.data.splits import training_subset
-    from surrogate_nas.workflows.finetune import choose_refit
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -327,6 +326,39 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
         result.choosing_before, result.choosing_after, kept = keep_better(evaluator, genome, untuned, choosing)
         result.kept = kept
     return result
+
+
+def refit_compensation(evaluator, genome, methods: list[str], calibration) -> None:
+    """Compensation for the new weights: histograms and kernel codes measured again,
+    each layer keeping its method."""
+    from surrogate_nas.evaluation.designs import LayerDesigns
+    from surrogate_nas.network.measure import channel_code_histograms
+
+    exact = evaluator.catalog.exact_index
+    evaluator.set_genome((exact,) * len(evaluator.layers), None)
+    hists = channel_code_histograms(evaluator.model, evaluator.layers, calibration.images)
+    designs = LayerDesigns(evaluator.layers, evaluator.catalog, "none", hists)
+    evaluator.set_designs(genome, [designs.compensation(i, index, method)
+                                   for i, (index, method) in enumerate(zip(genome, methods))])
+
+
+def choose_refit(evaluator, genome, methods: list[str], calibration) -> bool:
+    """Re-fit the compensation to the trained weights, or keep the offsets it trained
+    with: training also moved the biases to absorb the old offsets, so a re-fit can
+    double-correct. Decided by cross-entropy on the calibration images (training split),
+    never on validation or test. Returns whether the re-fit was kept."""
+    from surrogate_nas.network.measure import cross_entropy
+
+    def loss():
+        return cross_entropy(evaluator.logits(calibration.images, 500), calibration.labels)
+
+    kept = evaluator.compensations()
+    before = loss()
+    refit_compensation(evaluator, genome, methods, calibration)
+    if loss() <= before:
+        return True
+    evaluator.set_designs(genome, kept)
+    return False
 
 
 def restore_untuned(evaluator, genome, untuned: dict) -> None:
