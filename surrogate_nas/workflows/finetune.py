@@ -242,6 +242,10 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
             seconds, refit, kept = done.seconds, bool(done.compensation_refit), done.kept
             per_epoch = sum(h["seconds"] for h in done.history[1:]) / max(1, len(done.history) - 1)
             validation_after = max(done.choosing_before, done.choosing_after)  # the kept network's
+            if abs(done.choosing_before - before[0]) > 1e-9 and not quiet:
+                print(f"design {k}: the un-tuned design scores {done.choosing_before:.4f} on validation here, "
+                      f"{before[0]:.4f} in the run's records; reporting the one measured here", flush=True)
+            before = (done.choosing_before, before[1])  # 'kept' was decided on this measurement
         after = (validation_after, ev.top1(test.images, test.labels))
         result = FinetuneResult(g, ev.design_labels(g), ev.energy(g), before[0], before[1], after[0], after[1], epochs,
                                 n_train, seconds, per_epoch, refit, kept=kept)
