@@ -166,17 +166,22 @@ def band_picks(run, lows, width):
 
 
 def test_run_finetune_top_with_bands_retrains_the_highest_saving_bands(cli, tmp_path):
-    """`run --finetune-top K --finetune-points band:...` retrains the picks of the K
-    highest-saving bands that hold a point (recomputed here from the run's CSVs)."""
+    """`run --finetune-top K --finetune-points band:... --finetune-recipe R` retrains the
+    picks of the K highest-saving bands that hold a point (recomputed here from the run's
+    CSVs), each with the recipe (its per-epoch history beside it)."""
     r = cli("run", "--mode", "full", "--budget", "8", "--pop-size", "4", "--search-images", "20", "--test-images", "20",
             "--compensation", "none", "--rescore", "all", "--finetune-top", "2", "--finetune-points", "band:0-100/25",
-            "--out", tmp_path / "runs", "--run-id", "b", cache=tmp_path / "cache")
+            "--finetune-recipe", "kd-adam1e-3-cos", "--out", tmp_path / "runs", "--run-id", "b", cache=tmp_path / "cache")
     assert r.rc == 0, r.err
     run = tmp_path / "runs" / "b"
     expected = band_picks(run, range(0, 100, 25), 25)
     assert len(expected) >= 2
     rows = read_csv(run / "finetune" / "finetune.csv")
     assert [r["genome_indices"] for r in rows] == expected[-2:]
+    for k, row in enumerate(rows, start=1):
+        history = json.loads((run / "finetune" / f"design-{k}.work" / "history.json").read_text())
+        assert history["recipe"]["name"] == "kd-adam1e-3-cos" and len(history["history"]) == 1 + 4
+        assert row["kept"] in ("retrained", "untuned")
     summary = json.loads((run / "summary.json").read_text())
     assert [d["genome"] for d in summary["after_finetuning"]["retrained"]] == [r["genome"] for r in rows]
 
@@ -188,6 +193,12 @@ def test_bad_band_is_one_line(cli, tmp_path, points):
     r = cli("run", "--finetune-top", "1", "--finetune-points", points, "--out", tmp_path / "runs", paths=False)
     assert r.rc == 2 and len(r.err_lines) == 1 and "--finetune-points" in r.err, r.err
     assert not (tmp_path / "runs").exists()  # refused before any folder is made
+
+
+def test_unknown_finetune_recipe_is_one_line(cli, tmp_path):
+    r = cli("run", "--finetune-top", "1", "--finetune-recipe", "kd-adam", "--out", tmp_path / "runs", paths=False)
+    assert r.rc == 2 and len(r.err_lines) == 1 and "--finetune-recipe" in r.err and "kd-adam1e-3-cos" in r.err, r.err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_rerun_after_an_interruption_reuses_finished_designs(finetuned, project, tmp_path, capsys):

@@ -99,6 +99,9 @@ class SearchConfig:
                                                    "most accurate front point in each WIDTH %% band of saving from "
                                                    "LO to HI %%, band = band:35-70/5; the K highest-saving bands) "
                                                    f"(default {DEFAULT_POINTS})")
+    finetune_recipe: str | None = setting(None, "with --finetune-top: retrain with this recipe of `finetune --recipe` "
+                                                "(kd-adam1e-3-cos, kd-sgd2e-2-cos, ce-adam1e-4) instead of the plain "
+                                                "fine-tuning (default: plain)", parse=str)
     # surrogate mode
     seed_fraction: float = setting(0.15, "surrogate mode: share of the budget for the seed set (default 0.15)")
     seed_set_size: int | None = setting(None, "genomes in the seed set (default: seed-fraction x budget, at least "
@@ -154,6 +157,11 @@ class SearchConfig:
         if self.finetune_top < 0:
             bad("finetune-top", f"must be >= 0, got {self.finetune_top}")
         parse_points(self.finetune_points, "--finetune-points")
+        if self.finetune_recipe is not None:
+            from surrogate_nas.network.retraining import RECIPES
+
+            if self.finetune_recipe not in RECIPES:
+                bad("finetune-recipe", f"expected one of {', '.join(RECIPES)}, got {self.finetune_recipe!r}")
         if self.prune_k is not None and self.prune_k < 0:
             bad("prune-k", f"must be >= 0 (0: no pruning), got {self.prune_k}")
         if self.seed_set_size is not None and self.seed_set_size < 1:

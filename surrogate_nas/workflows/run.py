@@ -161,13 +161,15 @@ def finetune_best(ctx: Context, run_dir: Path, config: SearchConfig) -> None:
     """`run --finetune-top K`: retrain the points `--finetune-points` names (the first K
     tolerances' validation choices, or the K highest-saving bands' most accurate points)
     and add the after-retraining choices to summary.json."""
+    from surrogate_nas.network.retraining import RECIPES
     from surrogate_nas.search.config import parse_points
     from surrogate_nas.workflows.finetune import finetune_run, format_results
 
     tolerances, band = parse_points(config.finetune_points, "--finetune-points")
+    recipe = None if config.finetune_recipe is None else RECIPES[config.finetune_recipe]
     results, summary = finetune_run(ctx.paths, run_dir, run_dir / "finetune", tolerances=tolerances[:config.finetune_top],
                                     quiet=ctx.quiet, test_images=ctx.test_images, ctx=ctx, band=band,
-                                    max_points=config.finetune_top)
+                                    max_points=config.finetune_top, recipe=recipe)
     folder = RunFolder(run_dir)
     doc = folder.summary()
     doc["after_finetuning"] = summary
