@@ -44,6 +44,33 @@ def test_compare_writes_tables_and_plots(cli, tmp_path):
     assert "HV reference point" in (out / "summary.md").read_text()
 
 
+def test_compare_optuna_gp_uses_its_budget_and_repeats_its_genomes(cli, tmp_path):
+    """Optuna's GPSampler past its 10 random start-up trials: the whole budget is used
+    (all-exact first), its evaluations.csv holds the cache's rows of its run, and the same
+    command gives the same genomes."""
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("torch")
+    if not hasattr(optuna.samplers, "GPSampler"):
+        pytest.skip(f"optuna {optuna.__version__} has no GPSampler")
+    genomes = []
+    for k in (1, 2):
+        out = tmp_path / f"gp{k}"
+        result = cli("compare", "--methods", "optuna-gp", "--budget", "14", "--seeds", "1", "--search-images", "20",
+                     "--out", str(out), cache=tmp_path / f"c{k}")
+        assert result.rc == 0, result.err
+        (row,) = list(csv.DictReader(open(out / "summary.csv")))
+        assert row["method"] == "optuna-gp" and int(row["computed_total"]) + int(row["cache_hits_total"]) == 14
+        evaluations = read_csv(out / "runs" / "cmp-optuna-gp-b14-s0" / "evaluations.csv")
+        assert len(evaluations) == 14 and len({e["genome_indices"] for e in evaluations}) == 14
+        assert len(set(evaluations[0]["genome_indices"].split(","))) == 1  # all-exact, enqueued first
+        points = [(1 - float(e["accuracy"]), float(e["energy"])) for e in evaluations]
+        used = _genomes_used_per_run(tmp_path / f"c{k}" / "evaluations.sqlite")["cmp-optuna-gp-b14-s0"]
+        assert sorted((round(x, 6), round(y, 6)) for x, y in points) == sorted(
+            (round(x, 6), round(y, 6)) for x, y in used)
+        genomes.append([e["genome_indices"] for e in evaluations])
+    assert genomes[0] == genomes[1]
+
+
 def hv2d(points, reference) -> float:
     """Area dominated by (1 - accuracy, energy) points (both minimised) inside the reference box."""
     inside = sorted((f1, f2) for f1, f2 in points if f1 < reference[0] and f2 < reference[1])

@@ -215,6 +215,7 @@ def stage_band(args, setup: Setup):
                               "test_accuracy": image_accuracy(ev, setup.test)}
         exact_path.write_text(json.dumps(final["all_exact"], indent=2) + "\n")
     recipe = replace(RECIPES[args.recipe], epochs=args.epochs, train_images=args.train_images)
+    float_epoch_seconds(setup, args.train_images or None, out)  # the denominator of the cost ratio, this process
     for design in designs:
         if args.designs and design["name"] not in args.designs.split(","):
             continue

@@ -111,7 +111,7 @@ def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base
         elif method == "random":
             runs.append(run_random(ctx, seed, b, tag, base, floor, out_dir))
         else:
-            runs.append(run_optuna(ctx, seed, b, tag, base, floor, out_dir))
+            runs.append(run_optuna(ctx, seed, b, tag, base, floor, out_dir, method))
     if only_seed is not None:
         return runs, [], []
     rows = method_table(runs, tuple(n for n in CHECKPOINTS if n <= max(budget, full_budget or 0)) or (budget,))

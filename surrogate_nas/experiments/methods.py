@@ -14,8 +14,9 @@ from surrogate_nas.search.config import SearchConfig
 from surrogate_nas.search.pareto import HVHistory, hv_reference
 from surrogate_nas.search.truth import BudgetExhausted, TrueEvaluations
 
-# "full-seeded": full mode started from surrogate mode's seed set (the seeding ablation)
-METHODS = ("surrogate", "full", "full-seeded", "random", "optuna")
+# "full-seeded": full mode started from surrogate mode's seed set (the seeding ablation);
+# "optuna": Optuna's TPESampler; "optuna-gp": its GPSampler (Gaussian process, log EHVI)
+METHODS = ("surrogate", "full", "full-seeded", "random", "optuna", "optuna-gp")
 
 
 @dataclass
@@ -70,16 +71,37 @@ def run_random(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor:
     return _finish_baseline(ctx, "random", seed, budget, truth, history, run_id, out_dir, time.time() - start)
 
 
-def run_optuna(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor: float, out_dir: Path) -> MethodRun:
-    """Optuna's multi-objective TPESampler over one categorical choice per layer."""
+def optuna_sampler(method: str, seed: int):
+    """TPE, or the Gaussian-process sampler (multi-objective: log expected hypervolume
+    improvement; needs torch and scipy, the `gp` extra). Accuracy is a deterministic
+    function of the genome, so the GP fits no observation noise."""
     try:
         import optuna
     except ImportError:
-        raise UserError("--methods optuna: optuna is not installed (pip install 'surrogate_nas[optuna]')") from None
+        raise UserError(f"--methods {method}: optuna is not installed (pip install 'surrogate_nas[optuna]')") from None
+    if method == "optuna":
+        return optuna.samplers.TPESampler(seed=seed)
+    try:
+        import scipy  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError(f"--methods {method}: GPSampler needs torch and scipy (pip install 'surrogate_nas[gp]'; "
+                        "a CPU build of torch is enough)") from None
+    if not hasattr(optuna.samplers, "GPSampler"):
+        raise UserError(f"--methods {method}: this Optuna ({optuna.__version__}) has no GPSampler (needs >= 4.2)")
+    return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
+
+
+def run_optuna(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor: float, out_dir: Path,
+               method: str = "optuna") -> MethodRun:
+    """An Optuna sampler (`optuna_sampler`) over one categorical choice per layer."""
+    import optuna
+
+    sampler = optuna_sampler(method, seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    truth, history, run_id = _baseline_truth(ctx, "optuna", seed, budget, tag, base, floor)
+    truth, history, run_id = _baseline_truth(ctx, method, seed, budget, tag, base, floor)
     choices = list(range(len(ctx.catalog)))
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     n_layers = len(ctx.evaluator.layers)
     study.enqueue_trial({f"layer{i + 1}": ctx.exact_index for i in range(n_layers)})
     start = time.time()
@@ -87,12 +109,12 @@ def run_optuna(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor:
         trial = study.ask()
         genome = tuple(trial.suggest_categorical(f"layer{i + 1}", choices) for i in range(n_layers))
         try:
-            accuracy = truth.accuracy(genome, trial.number, "optuna")
+            accuracy = truth.accuracy(genome, trial.number, method)
         except BudgetExhausted:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             break
         study.tell(trial, [accuracy, ctx.evaluator.energy(genome)])
-    return _finish_baseline(ctx, "optuna", seed, budget, truth, history, run_id, out_dir, time.time() - start)
+    return _finish_baseline(ctx, method, seed, budget, truth, history, run_id, out_dir, time.time() - start)
 
 
 def run_nsga(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig, out_dir: Path,

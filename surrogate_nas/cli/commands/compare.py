@@ -13,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     p.add_argument("--full-budget", type=int, default=None, help="longer budget for full-mode NSGA-II (e.g. 900)")
     p.add_argument("--methods", default="surrogate,full,random,optuna",
-                   help="comma-separated subset of surrogate,full,full-seeded,random,optuna (full-seeded: full "
-                        "mode started from surrogate mode's seed set, the seeding ablation)")
+                   help="comma-separated subset of surrogate,full,full-seeded,random,optuna,optuna-gp (full-seeded: "
+                        "full mode started from surrogate mode's seed set, the seeding ablation; optuna: TPE; "
+                        "optuna-gp: Optuna's multi-objective GPSampler, needs the gp extra)")
     p.add_argument("--only-seed", type=int, default=None,
                    help="run only this seed's methods, without tables (e.g. one seed per machine; then run "
                         "again without it: finished runs come from the cache)")
@@ -40,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UserError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+    for method in methods:  # a missing optional package is refused before any work
+        if method.startswith("optuna"):
+            from surrogate_nas.experiments.methods import optuna_sampler
+
+            optuna_sampler(method, 0)
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.only_seed is not None and not 0 <= args.only_seed < args.seeds:
