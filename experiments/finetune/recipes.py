@@ -258,11 +258,12 @@ def read_final(out: Path) -> dict:
 
 def harvest(out: Path, work: Path) -> None:
     """Epochs of retrainings that have not finished (stopped at the deadline), from their
-    checkpoints' history.json, into partial.csv (rewritten each time)."""
+    checkpoints' history.json, into partial.csv. Rows of retrainings whose checkpoints are
+    not on this machine stay as they are (the checkpoints are not committed)."""
     done = {(r["design"], r["recipe"], r["train_images"]) for name in ("compare.csv", "band.csv")
             for r in read_rows(out / name)}
     designs = {d["name"]: d for d in json.loads((out / "designs.json").read_text())}
-    rows = []
+    rows, seen = [], set()
     for path in sorted(Path(work).glob("*/history.json")):
         doc = json.loads(path.read_text())
         name = path.parent.name.split("-")[0]
@@ -274,7 +275,10 @@ def harvest(out: Path, work: Path) -> None:
                   "train_images": n, "epoch": h["epoch"], "tune_accuracy": f"{h['tune_accuracy']:.4f}",
                   "loss": "" if h["loss"] is None else f"{h['loss']:.4f}", "seconds": f"{h['seconds']:.1f}",
                   "lr_end": "" if h["lr_end"] is None else f"{h['lr_end']:.3g}"} for h in doc["history"]]
+        seen.add((name, rows[-1]["recipe"], n))
     path = out / "partial.csv"
+    rows = [r for r in read_rows(path) if (r["design"], r["recipe"], r["train_images"]) not in seen
+            and (r["design"], r["recipe"].split(" (of ")[0], r["train_images"]) not in done] + rows
     path.unlink(missing_ok=True)
     if rows:
         append_rows(path, rows)
