@@ -194,7 +194,7 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
     genomes, context = _points_from_run(run_dir, tolerances, band, max_points)
     choosing = None
     if recipe is not None:  # the recipe's numbers are the ones used and recorded
-        from surrogate_nas.workflows.retrain import image_accuracy, retrain
+        from surrogate_nas.workflows.retrain import retrain
 
         epochs, lr, train_images = recipe.epochs, recipe.lr, recipe.train_images
         choosing = select_images(splits, ctx.data.source_hash, "validation", None)
@@ -227,7 +227,7 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
         before = context["before"].get(g)
         if before is None or method != run_method:
             ev.set_genome(g)
-            before = (ev.accuracy(g) if recipe is None else image_accuracy(ev, choosing), None)
+            before = (ev.accuracy(g) if recipe is None else None, None)  # a recipe's retrain measures it
         if before[1] is None:  # a point the run scored on validation only
             ev.set_genome(g)
             before = (before[0], ev.top1(test.images, test.labels))
@@ -242,7 +242,7 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
             seconds, refit, kept = done.seconds, bool(done.compensation_refit), done.kept
             per_epoch = sum(h["seconds"] for h in done.history[1:]) / max(1, len(done.history) - 1)
             validation_after = max(done.choosing_before, done.choosing_after)  # the kept network's
-            if abs(done.choosing_before - before[0]) > 1e-9 and not quiet:
+            if before[0] is not None and abs(done.choosing_before - before[0]) > 1e-9 and not quiet:
                 print(f"design {k}: the un-tuned design scores {done.choosing_before:.4f} on validation here, "
                       f"{before[0]:.4f} in the run's records; reporting the one measured here", flush=True)
             before = (done.choosing_before, before[1])  # 'kept' was decided on this measurement
