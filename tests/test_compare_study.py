@@ -25,8 +25,9 @@ def test_compare_writes_tables_and_plots(cli, tmp_path):
     assert budgets == {"surrogate": 8, "full": 10, "random": 8, "optuna": 8}
     # every method used its whole budget, and its final HV is that of the genomes it used,
     # recomputed: NSGA-II runs from their run folders, random and Optuna from the cache
-    used = _genomes_used_per_run(tmp_path / "c" / "evaluations.sqlite")
     ref = _hv_reference(out / "runs" / "cmp-full-b10-s0")
+    search = json.loads((out / "runs" / "cmp-full-b10-s0" / "config.json").read_text())["fingerprint"]
+    used = _genomes_used_per_run(tmp_path / "c" / "evaluations.sqlite", search)
     for r in rows:
         method, budget = r["method"], budgets[r["method"]]
         assert int(r["computed_total"]) + int(r["cache_hits_total"]) == budget
@@ -42,6 +43,31 @@ def test_compare_writes_tables_and_plots(cli, tmp_path):
         assert r["final_hv_min"] == r["final_hv_median"] == r["final_hv_max"]  # one seed
     assert (out / "hv_vs_evaluations.png").stat().st_size > 0 and (out / "fronts.png").stat().st_size > 0
     assert "HV reference point" in (out / "summary.md").read_text()
+    # every method's final front is re-scored as a default run does, and the table's savings
+    # are the validation choices recomputed here from its rescored.csv
+    floor = 1 - ref[0]
+    exact_validation = set()
+    for r in rows:
+        run_dir = out / "runs" / f"cmp-{r['method']}-b{budgets[r['method']]}-s0"
+        evaluations = read_csv(run_dir / "evaluations.csv")
+        front = {e["genome_indices"] for e in evaluations
+                 if not any(float(o["accuracy"]) >= float(e["accuracy"]) and float(o["energy"]) <= float(e["energy"])
+                            and (float(o["accuracy"]), float(o["energy"])) != (float(e["accuracy"]), float(e["energy"]))
+                            for o in evaluations)}
+        rescored = read_csv(run_dir / "rescored.csv")
+        exact = [x for x in rescored if x["role"] == "all-exact"]
+        assert len(exact) == 1 and exact[0]["test_accuracy"], r["method"]
+        exact_validation.add(exact[0]["validation_accuracy"])
+        points = [x for x in rescored if x["role"] == "front"]
+        above = {e["genome_indices"] for e in evaluations if e["genome_indices"] in front
+                 and (float(e["accuracy"]) >= floor or e["genome_indices"] == exact[0]["genome_indices"])}
+        assert {x["genome_indices"] for x in points} == above, r["method"]
+        for t in (0.5, 1, 2):
+            ok = [100 * (1 - float(x["energy"])) for x in points if x["validation_accuracy"] and
+                  100 * (float(exact[0]["validation_accuracy"]) - float(x["validation_accuracy"])) <= t + 1e-9]
+            assert float(r[f"saving_{t:g}pp_median"]) == pytest.approx(max(ok, default=0.0), abs=1e-3), (r["method"], t)
+    assert len(exact_validation) == 1  # the same validation images for every method
+    assert "Savings chosen on validation" in (out / "summary.md").read_text()
 
 
 def test_compare_optuna_gp_uses_its_budget_and_repeats_its_genomes(cli, tmp_path):
@@ -56,7 +82,7 @@ def test_compare_optuna_gp_uses_its_budget_and_repeats_its_genomes(cli, tmp_path
     for k in (1, 2):
         out = tmp_path / f"gp{k}"
         result = cli("compare", "--methods", "optuna-gp", "--budget", "14", "--seeds", "1", "--search-images", "20",
-                     "--out", str(out), cache=tmp_path / f"c{k}")
+                     "--no-test", "--out", str(out), cache=tmp_path / f"c{k}")
         assert result.rc == 0, result.err
         (row,) = list(csv.DictReader(open(out / "summary.csv")))
         assert row["method"] == "optuna-gp" and int(row["computed_total"]) + int(row["cache_hits_total"]) == 14
@@ -95,8 +121,10 @@ def _hv_reference(run_dir) -> tuple[float, float]:
     return 1 - ref["accuracy"], ref["energy"]
 
 
-def _genomes_used_per_run(db) -> dict:
-    """run id -> [(1 - accuracy, energy)] of the genomes it computed or took from the cache."""
+def _genomes_used_per_run(db, search_fingerprint: str | None = None) -> dict:
+    """run id -> [(1 - accuracy, energy)] of the genomes it computed or took from the cache
+    on the search set (its re-scoring on validation and test has other fingerprints; None:
+    a run without re-scoring, every row)."""
     import sqlite3
 
     conn = sqlite3.connect(db)
@@ -105,6 +133,8 @@ def _genomes_used_per_run(db) -> dict:
         used: dict = {}
         for fp, g, run in conn.execute("SELECT fingerprint, genome, run_id FROM evaluations UNION "
                                        "SELECT fingerprint, genome, run_id FROM hits"):
+            if search_fingerprint is not None and fp != search_fingerprint:
+                continue
             a, e = stored[(fp, g)]
             used.setdefault(run, []).append((1 - a, e))
     finally:

@@ -29,6 +29,7 @@ class MethodRun:
     seconds: float
     cache_hits: int
     computed: int
+    savings: dict | None = None  # "0.5pp" -> the validation-chosen point (summary.choose_within), re-scored runs only
 
 
 def _baseline_truth(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig,
@@ -45,15 +46,38 @@ def _baseline_truth(ctx, method: str, seed: int, budget: int, tag: str, base: Se
 
 
 def _finish_baseline(ctx, method: str, seed: int, budget: int, truth, history, run_id: str, out_dir: Path,
-                     seconds: float) -> MethodRun:
-    """Write the baseline's evaluations.csv in the NSGA-II modes' format."""
-    from surrogate_nas.results.tables import write_evaluations_csv
+                     seconds: float, base: SearchConfig, floor: float) -> MethodRun:
+    """Write the baseline's evaluations.csv in the NSGA-II modes' format and, unless
+    --no-test, re-score its front as a default run does (rescored.csv, rescored_bits.csv)."""
+    from surrogate_nas.results.run_folder import RunFolder
+    from surrogate_nas.results.tables import write_evaluations_csv, write_rescored_csv
+    from surrogate_nas.workflows.run import rescore
 
     run_dir = out_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     write_evaluations_csv(run_dir / "evaluations.csv", list(truth.archive.values()), ctx.catalog, ctx.methods,
                           ctx.evaluator.infos)
-    return MethodRun(method, seed, budget, history, truth.front(), seconds, truth.cache_hits, truth.computed)
+    front = truth.front()
+    if base.evaluate_test:
+        exact = (ctx.exact_index,) * len(ctx.evaluator.layers)
+        rescored, bits, lost = rescore(ctx, run_id, front, exact, floor, base)
+        write_rescored_csv(run_dir / "rescored.csv", rescored, [e.genome for e in front], exact, ctx.catalog,
+                           ctx.evaluator.energy, ctx.methods, ctx.evaluator.infos, lost)
+        RunFolder(run_dir).write_rescored_bits([(g, split, n, b) for (g, split), (n, b) in bits.items()])
+    return MethodRun(method, seed, budget, history, front, seconds, truth.cache_hits, truth.computed,
+                     rescored_choices(run_dir) if base.evaluate_test else None)
+
+
+def rescored_choices(run_dir: Path) -> dict:
+    """Per tolerance of summary.TOLERANCES_PP ("0.5pp", ...): the point `summarize` chooses
+    on validation from the run folder's rescored.csv (None: no point within it)."""
+    from surrogate_nas.results.run_folder import RunFolder
+    from surrogate_nas.results.summary import TOLERANCES_PP, choose_within
+
+    rows = RunFolder(run_dir).rescored()
+    exact = next(r for r in rows if r["role"] == "all-exact")
+    front = [r for r in rows if r["role"] == "front"]
+    return {f"{t:g}pp": choose_within(front, exact, t) for t in TOLERANCES_PP}
 
 
 def run_random(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor: float, out_dir: Path) -> MethodRun:
@@ -68,7 +92,7 @@ def run_random(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor:
         truth.evaluate(genomes, 0, "random")
     except BudgetExhausted:
         pass
-    return _finish_baseline(ctx, "random", seed, budget, truth, history, run_id, out_dir, time.time() - start)
+    return _finish_baseline(ctx, "random", seed, budget, truth, history, run_id, out_dir, time.time() - start, base, floor)
 
 
 def optuna_sampler(method: str, seed: int):
@@ -114,7 +138,7 @@ def run_optuna(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             break
         study.tell(trial, [accuracy, ctx.evaluator.energy(genome)])
-    return _finish_baseline(ctx, method, seed, budget, truth, history, run_id, out_dir, time.time() - start)
+    return _finish_baseline(ctx, method, seed, budget, truth, history, run_id, out_dir, time.time() - start, base, floor)
 
 
 def run_nsga(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig, out_dir: Path,
@@ -122,12 +146,12 @@ def run_nsga(ctx, method: str, seed: int, budget: int, tag: str, base: SearchCon
     from surrogate_nas.workflows.run import execute
 
     mode, initial = ("full", "seed-set") if method == "full-seeded" else (method, base.initial)
-    config = replace(base, mode=mode, initial=initial, seed=seed, budget=budget, evaluate_test=False,
-                     accuracy_floor=floor)
+    config = replace(base, mode=mode, initial=initial, seed=seed, budget=budget, accuracy_floor=floor)
     if method == "full-seeded":  # exactly the surrogate's seed set: the same genomes, the same count
         config = replace(config, seed_set_size=replace(base, budget=budget).n_seed)
     run_id = f"{tag}-{method}-b{budget}-s{seed}"
     run_dir = out_dir / "runs" / run_id
     result = execute(ctx, config, out_dir / "runs", run_id=run_id, resume=run_dir.exists(),
                      resume_flag=f"compare: run {run_id}")
-    return MethodRun(method, seed, budget, result.hv_history, result.front, result.seconds, result.cache_hits, result.computed)
+    return MethodRun(method, seed, budget, result.hv_history, result.front, result.seconds, result.cache_hits, result.computed,
+                     rescored_choices(run_dir) if config.evaluate_test else None)
