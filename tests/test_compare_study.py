@@ -298,3 +298,17 @@ def test_one_seed_per_process_then_the_tables(cli, tmp_path):
         {"surrogate": 12, "random": 12}
     r = cli("compare", *flags, "--only-seed", "2", cache=cache)
     assert r.rc == 2 and "--only-seed: must be one of the seeds 0..1, got 2" in r.err
+
+
+def test_method_table_reads_hv_at_the_long_budgets_only_where_a_run_reaches_them():
+    from surrogate_nas.experiments.compare import method_table
+    from surrogate_nas.experiments.methods import MethodRun
+
+    # HV after each evaluation: a step every 100 evaluations (hand-made histories)
+    full = MethodRun("full", 0, 1500, [(n, n / 1e4) for n in range(100, 1501, 100)], [], 1.0, 0, 1500)
+    short = MethodRun("surrogate", 0, 300, [(50, 0.01), (250, 0.02)], [], 1.0, 0, 300)
+    rows = {r["method"]: r for r in method_table([full, short], (100, 200, 300, 900, 1500))}
+    assert rows["full"]["hv_at_900"] == 0.09 and rows["full"]["hv_at_1500"] == 0.15
+    assert rows["full"]["hv_at_300"] == 0.03
+    assert "hv_at_900" not in rows["surrogate"] and rows["surrogate"]["hv_at_300"] == 0.02
+    assert rows["surrogate"]["hv_at_100"] == 0.01
