@@ -18,6 +18,7 @@ from surrogate_nas.evaluation.images import (
     calibration_set,
     select_images,
 )
+from surrogate_nas.evaluation.prefix import ActivationCache, budget_bytes, model_stages
 from surrogate_nas.network.measure import EVAL_BATCH, check_model_data, cross_entropy
 
 # Images per scoring chunk: a true evaluation scores its images in this fixed random order,
@@ -97,6 +98,10 @@ class Evaluator:
             input_signature=[tf.TensorSpec([None, *float_model.input_shape[1:]], tf.float32)],
             autograph=False,
         )
+        stages = model_stages(self.model, self.layers)
+        max_bytes = budget_bytes()
+        # scoring batches start from the activations a genome shares with one scored before
+        self.activations = ActivationCache(stages, max_bytes) if max_bytes and len(stages) > 1 else None
         self.order = np.random.default_rng(ORDER_SEED).permutation(len(image_set.labels))
         self._images = image_set.images[self.order].astype(np.float32)
         self._labels = np.asarray(image_set.labels)[self.order]
@@ -249,9 +254,13 @@ class Evaluator:
         self.set_genome(genome)
         stop = self.n_images if stop is None else min(stop, self.n_images)
         parts, lo = [], start
+        digests = None if self.activations is None else self.activations.digests()
         while lo < stop:
             hi = min(stop, (lo // CHUNK + 1) * CHUNK, lo + self.batch_size)
-            logits = self._predict(tf.constant(self._images[lo:hi]))
+            if digests is None:
+                logits = self._predict(tf.constant(self._images[lo:hi]))
+            else:
+                logits = self.activations.logits(self._images[lo:hi], (lo, hi), digests)
             parts.append(np.argmax(np.asarray(logits), axis=1) == self._labels[lo:hi])
             lo = hi
         right = np.concatenate(parts) if parts else np.zeros(0, bool)
