@@ -59,9 +59,13 @@ def test_compare_writes_tables_and_plots(cli, tmp_path):
         assert len(exact) == 1 and exact[0]["test_accuracy"], r["method"]
         exact_validation.add(exact[0]["validation_accuracy"])
         points = [x for x in rescored if x["role"] == "front"]
-        above = {e["genome_indices"] for e in evaluations if e["genome_indices"] in front
-                 and (float(e["accuracy"]) >= floor or e["genome_indices"] == exact[0]["genome_indices"])}
-        assert {x["genome_indices"] for x in points} == above, r["method"]
+        on_front = [e for e in evaluations if e["genome_indices"] in front]
+        # a point exactly at the floor (20 images: accuracies are multiples of 0.05) may fall
+        # either side of it after float rounding (the floor is read back from the HV reference)
+        above = {e["genome_indices"] for e in on_front
+                 if float(e["accuracy"]) > floor + 1e-6 or e["genome_indices"] == exact[0]["genome_indices"]}
+        at_floor = {e["genome_indices"] for e in on_front if abs(float(e["accuracy"]) - floor) <= 1e-6}
+        assert above <= {x["genome_indices"] for x in points} <= above | at_floor, r["method"]
         for t in (0.5, 1, 2):
             ok = [100 * (1 - float(x["energy"])) for x in points if x["validation_accuracy"] and
                   100 * (float(exact[0]["validation_accuracy"]) - float(x["validation_accuracy"])) <= t + 1e-9]
