@@ -141,7 +141,7 @@ class ActivationCache:
         while self._kept:
             self._drop(next(iter(self._kept)))
 
-    def __del__(self):
+    def __del__(self):  # an evaluator dropped with activations kept gives their budget back
         _PROCESS_BYTES[0] -= self._bytes
 
 
