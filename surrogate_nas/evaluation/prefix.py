@@ -48,10 +48,9 @@ class Stage:
 
 def model_stages(model: keras.Model, layers) -> list[Stage]:
     """`model` as a chain of stages cut before each of `layers` (its approximable layers,
-    in model order) where that is possible; one stage when no cut is."""
-    whole = [Stage(tf.function(lambda x: model(x, training=False), autograph=False), list(model.layers))]
+    in model order) where that is possible; none when no cut is (nothing to reuse)."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        return whole
+        return []
     cuts = []
     for layer in layers[1:]:
         tensor = layer.input
@@ -63,7 +62,7 @@ def model_stages(model: keras.Model, layers) -> list[Stage]:
             continue
         cuts.append(tensor)
     if not cuts:
-        return whole
+        return []
     bounds = [model.inputs[0], *cuts, model.outputs[0]]
     stages = []
     for a, b in zip(bounds, bounds[1:]):
