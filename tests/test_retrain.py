@@ -85,6 +85,24 @@ def test_teacher_cache_reused_and_invalidated(float_model, card, catalog, datase
     assert len(calls) == 2 and len(list(tmp_path.glob("teacher-*.npy"))) == 2
 
 
+def test_online_teacher_model_pairs_the_design_with_the_all_exact_twin(float_model, card, catalog, dataset, splits):
+    """Distillation on augmented batches: the training model's first columns are the design's
+    logits, the last ones the all-exact twin's (an evaluator of its own is the reference)."""
+    ev = _evaluator(float_model, card, catalog, dataset)
+    ev.set_genome(GENOME)
+    recipe = rt.Recipe("kd-aug", "adam", 1e-3, epochs=1, augment=True, batch_size=32)
+    train_model = rt._training_model(ev.model, recipe, rt.online_teacher(ev))
+    x = splits.x_train[:16].astype(np.float32)
+    out = np.asarray(train_model(x, training=False))
+    c = int(ev.model.output_shape[-1])
+    # float32 rounding only: the graphs sum in other orders
+    np.testing.assert_allclose(out[:, :c], np.asarray(ev._predict(x)), rtol=1e-5, atol=1e-4)
+    exact = _evaluator(float_model, card, catalog, dataset)
+    exact.set_genome(rt._exact_genome(exact))
+    np.testing.assert_allclose(out[:, c:], np.asarray(exact._predict(x)), rtol=1e-5, atol=1e-4)
+    assert not np.allclose(out[:, :c], out[:, c:], atol=1e-3)  # the design is not all-exact
+
+
 class Kill(Exception):
     pass
 

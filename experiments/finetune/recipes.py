@@ -186,12 +186,20 @@ def float_epoch_seconds(setup: Setup, n_images: int | None, out: Path) -> dict:
     return doc
 
 
+def exact_design(setup: Setup) -> dict:
+    """The all-exact 8-bit twin as a 'design': the control that says how much a recipe
+    moves a network that has no approximation error to absorb."""
+    ev = setup.evaluator()
+    exact = [ev.catalog.index(ev.catalog.exact.name)] * len(ev.layers)
+    return {"name": "exact", "genome_indices": exact, "saving_pct": 0.0}
+
+
 def stage_compare(args, setup: Setup):
     from surrogate_nas.workflows.retrain import RECIPES
 
     out = Path(args.out)
     designs = {d["name"]: d for d in pick_designs(setup, out)}
-    design = designs[args.design]
+    design = exact_design(setup) if args.design == "exact" else designs[args.design]
     csv_path = out / "compare.csv"
     float_epoch_seconds(setup, args.train_images, out)
     for name in args.recipes.split(","):
@@ -361,7 +369,7 @@ def main(argv=None):
     p.add_argument("--run", default=str(RUN))
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--work", default="cache/retrain", help="checkpoints (not committed)")
-    p.add_argument("--design", default="d55", help="compare: which design")
+    p.add_argument("--design", default="d55", help="compare: which design ('exact': the all-exact control)")
     p.add_argument("--designs", default="", help="band: only these designs (comma-separated names)")
     p.add_argument("--recipes", default="ce-adam1e-4,kd-adam1e-3-cos,kd-sgd2e-2-cos")
     p.add_argument("--recipe", default="kd-adam1e-3-cos", help="band: the recipe chosen on the search set")

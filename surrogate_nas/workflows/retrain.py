@@ -124,6 +124,7 @@ def online_teacher(evaluator):
     from surrogate_nas.emulation.layers import AxConv2D
 
     teacher = keras.models.clone_model(evaluator.model)
+    teacher.name = f"{evaluator.model.name}_teacher"  # the training model holds both; Keras wants unique names
     teacher.set_weights(evaluator.model.get_weights())
     for layer in teacher.layers:
         if isinstance(layer, AxConv2D):
