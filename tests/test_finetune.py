@@ -145,6 +145,44 @@ def test_band_candidates_retrain_the_most_accurate_point_of_each_saving_band(fin
     assert [r["genome"] for r in doc["retrained"]] == [r["genome"] for r in rows]
 
 
+def test_quiet_candidates_are_the_least_noise_genomes_by_brute_force(finetuned, project, tmp_path):
+    """`--points quiet:LO-HI/STEP` retrains, at each saving LO, LO+STEP, .., HI, the genome
+    with the least summed output noise power among all genomes saving at least that much
+    (checked here over every genome of the tiny catalog, with the evaluator's noise table)."""
+    import itertools
+
+    from conftest import isolated_cwd
+
+    from surrogate_nas import cli
+    from surrogate_nas.config import resolve_paths
+    from surrogate_nas.workflows.context import Context
+
+    _, run = finetuned
+    out = tmp_path / "quiet"
+    flags = project.flags(cache=run.parent.parent / "cache")
+    with isolated_cwd(tmp_path):
+        rc = cli.main(["finetune", str(run), "--points", "quiet:10-70/30", "--epochs", "1", "--train-images", "32",
+                       "--test-images", "20", "--out", str(out)] + flags)
+        assert rc == 0
+        ctx, _ = Context.from_run(run, resolve_paths(model=project.model, multipliers=project.catalog, data=project.data,
+                                                     cache=run.parent.parent / "cache"), quiet=True)
+    ev = ctx.evaluator
+    stats = ev.layer_statistics()
+    noise = ev.designs.residual_noise(stats["taps"], stats["output_std"])[:, :, 1] ** 2
+    genomes = list(itertools.product(range(len(ctx.catalog)), repeat=len(ev.layers)))
+    expected = []
+    for target in (10, 40, 70):
+        ok = [(sum(noise[l, c] for l, c in enumerate(g)), ev.energy(g), g) for g in genomes
+              if 100 * (1 - ev.energy(g)) >= target - 1e-9]
+        if ok:
+            expected.append(",".join(map(str, min(ok)[2])))
+    expected = list(dict.fromkeys(expected))
+    rows = read_csv(out / "finetune.csv")
+    assert [r["genome_indices"] for r in rows] == expected and len(expected) >= 2
+    doc = json.loads((out / "finetune.json").read_text())
+    assert doc["candidates"].startswith("the least output noise")
+
+
 def band_picks(run, lows, width):
     """By hand from the run's CSVs: per band [lo, lo + width) of saving, the re-scored front
     point most accurate on validation, else the most accurate complete evaluation."""
@@ -186,7 +224,7 @@ def test_run_finetune_top_with_bands_retrains_the_highest_saving_bands(cli, tmp_
     assert [d["genome"] for d in summary["after_finetuning"]["retrained"]] == [r["genome"] for r in rows]
 
 
-@pytest.mark.parametrize("points", ["band:70-30/5", "band:0-100/0", "band:x"])
+@pytest.mark.parametrize("points", ["band:70-30/5", "band:0-100/0", "band:x", "quiet:50-40/5", "quietly"])
 def test_bad_band_is_one_line(cli, tmp_path, points):
     r = cli("finetune", tmp_path, "--points", points, paths=False)
     assert r.rc == 2 and len(r.err_lines) == 1 and "--points" in r.err, r.err

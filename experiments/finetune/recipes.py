@@ -118,6 +118,36 @@ def pick_designs(setup: Setup, out: Path) -> list[dict]:
     return designs
 
 
+def quiet_designs(setup: Setup, out: Path, noise_path: Path, targets=(45, 50, 55)) -> list[dict]:
+    """Designs chosen for retraining rather than for accuracy before it
+    (`surrogate_nas.evaluation.quiet`): at each target saving, the genome with the least
+    total output noise power, with the per-(layer, circuit) relative noise that
+    `experiments/robust/robust.py noise` measured (training calibration images only)."""
+    from surrogate_nas.evaluation.quiet import layer_energy, least_noise_designs
+
+    path = out / "quiet-designs.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    doc = json.loads(noise_path.read_text())
+    ev = setup.evaluator()
+    assert [ev.catalog[i].name for i in range(len(ev.catalog))] == doc["circuits"]
+    energy = layer_energy(ev.energy_model.macs, ev.catalog.powers, ev.catalog.exact.power_mw)
+    noise = np.asarray(doc["relative_noise_std"], float)
+    designs = []
+    for found in least_noise_designs(energy, np.square(noise), targets):
+        g, t = found["genome_indices"], int(found["target_pct"])
+        designs.append({"name": f"q{t}", "target_pct": t, "genome_indices": list(g),
+                        "genome": ";".join(ev.catalog[i].name for i in g), "compensation": ";".join(ev.design_labels(g)),
+                        "energy": ev.energy_model(g), "saving_pct": 100 * (1 - ev.energy_model(g)),
+                        "noise_power": found["noise_power"], "relative_noise_std": [float(noise[l, c]) for l, c in enumerate(g)],
+                        "search_accuracy": ev.accuracy(g)})
+        print(f"q{t}: {designs[-1]['genome']} ({designs[-1]['saving_pct']:.1f} %), noise power {found['noise_power']:.4f}, "
+              f"search {designs[-1]['search_accuracy']:.4f}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(designs, indent=2) + "\n")
+    return designs
+
+
 def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -211,7 +241,7 @@ def stage_band(args, setup: Setup):
     from surrogate_nas.workflows.retrain import RECIPES, image_accuracy
 
     out = Path(args.out)
-    designs = pick_designs(setup, out)
+    designs = quiet_designs(setup, out, Path(args.noise)) if args.quiet else pick_designs(setup, out)
     csv_path = out / "band.csv"
     exact_path = out / "all-exact.json"
     final = {}
@@ -270,7 +300,8 @@ def harvest(out: Path, work: Path) -> None:
     not on this machine stay as they are (the checkpoints are not committed)."""
     done = {(r["design"], r["recipe"], r["train_images"]) for name in ("compare.csv", "band.csv")
             for r in read_rows(out / name)}
-    designs = {d["name"]: d for d in json.loads((out / "designs.json").read_text())}
+    designs = {d["name"]: d for name in ("designs.json", "quiet-designs.json") if (out / name).is_file()
+               for d in json.loads((out / name).read_text())}
     rows, seen = [], set()
     for path in sorted(Path(work).glob("*/history.json")):
         doc = json.loads(path.read_text())
@@ -373,6 +404,9 @@ def main(argv=None):
     p.add_argument("--designs", default="", help="band: only these designs (comma-separated names)")
     p.add_argument("--recipes", default="ce-adam1e-4,kd-adam1e-3-cos,kd-sgd2e-2-cos")
     p.add_argument("--recipe", default="kd-adam1e-3-cos", help="band: the recipe chosen on the search set")
+    p.add_argument("--quiet", action="store_true",
+                   help="band: the least-noise designs at 45/50/55 %% saving (quiet-designs.json) instead of designs.json")
+    p.add_argument("--noise", default="experiments/robust/noise.json", help="--quiet: per-layer relative noise")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--train-images", type=int, default=20000, help="0 = all 45,000")
     args = p.parse_args(argv)

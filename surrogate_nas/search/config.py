@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from surrogate_nas.errors import UserError
 from surrogate_nas.genome import APPROXIMATE
@@ -21,23 +22,37 @@ def setting(default, help: str, flag: str | None = None, parse=None):
 DEFAULT_POINTS = "0.5,1,2,5,10"
 
 
-def parse_points(text: str, flag: str = "--points") -> tuple[list[float], tuple[float, float, float] | None]:
+class Band(NamedTuple):
+    """Retraining candidates across the saving band, lo to hi percent in steps of width.
+    kind 'accurate': the most accurate front point in each band [lo + k width, + width);
+    'quiet': at each saving lo, lo + width, ..., hi, the design adding the least output
+    noise (`evaluation.quiet`), whatever its accuracy before retraining."""
+
+    lo: float
+    hi: float
+    width: float
+    kind: str = "accurate"
+
+
+def parse_points(text: str, flag: str = "--points") -> tuple[list[float], Band | None]:
     """Which finished-run points to retrain: comma-separated tolerances in pp, or
-    band[:LO-HI/WIDTH] (saving in %; a design poor before retraining can be the best after
-    it). Returns (tolerances, None) or ([], (lo, hi, width))."""
+    band[:LO-HI/WIDTH] or quiet[:LO-HI/STEP] (saving in %; a design poor before retraining
+    can be the best after it). Returns (tolerances, None) or ([], Band)."""
     import re
 
-    if text.startswith("band"):
-        m = re.fullmatch(r"band(?::(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)/(\d+(?:\.\d*)?))?", text.strip())
-        band = None if m is None else tuple(float(v) for v in m.groups()) if m.group(1) else (35.0, 70.0, 5.0)
-        if band is None or not 0 <= band[0] < band[1] <= 100 or not band[2] > 0:
-            raise UserError(f"{flag}: expected band or band:LO-HI/WIDTH with 0 <= LO < HI <= 100 and WIDTH > 0 "
-                            f"(saving in %), got {text!r}")
-        return [], band
+    text = text.strip()
+    for kind, word, default in (("accurate", "band", (35.0, 70.0, 5.0)), ("quiet", "quiet", (45.0, 65.0, 5.0))):
+        if text.startswith(word):
+            m = re.fullmatch(word + r"(?::(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)/(\d+(?:\.\d*)?))?", text)
+            band = None if m is None else tuple(float(v) for v in m.groups()) if m.group(1) else default
+            if band is None or not 0 <= band[0] < band[1] <= 100 or not band[2] > 0:
+                raise UserError(f"{flag}: expected {word} or {word}:LO-HI/WIDTH with 0 <= LO < HI <= 100 and WIDTH > 0 "
+                                f"(saving in %), got {text!r}")
+            return [], Band(*band, kind)
     try:
         tolerances = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise UserError(f"{flag}: expected comma-separated numbers of pp or band, got {text!r}") from None
+        raise UserError(f"{flag}: expected comma-separated numbers of pp, band or quiet, got {text!r}") from None
     if not tolerances or min(tolerances) < 0:
         raise UserError(f"{flag}: expected non-negative tolerances in pp, got {text!r}")
     return tolerances, None
@@ -98,9 +113,11 @@ class SearchConfig:
                                                    "validation choices within the first K) or band[:LO-HI/WIDTH] (the "
                                                    "most accurate front point in each WIDTH %% band of saving from "
                                                    "LO to HI %%, band = band:35-70/5; the K highest-saving bands) "
+                                                   "or quiet[:LO-HI/STEP] (the least-noise design at each saving, "
+                                                   "quiet = quiet:45-65/5; the K highest savings) "
                                                    f"(default {DEFAULT_POINTS})")
     finetune_recipe: str | None = setting(None, "with --finetune-top: retrain with this recipe of `finetune --recipe` "
-                                                "(kd-adam1e-3-cos, kd-sgd2e-2-cos, ce-adam1e-4) instead of the plain "
+                                                "(kd-adam1e-3-cos, kd-sgd2e-2-cos, ce-adam1e-4, ...) instead of the plain "
                                                 "fine-tuning (default: plain)", parse=str)
     # surrogate mode
     seed_fraction: float = setting(0.15, "surrogate mode: share of the budget for the seed set (default 0.15)")

@@ -124,7 +124,7 @@ def _points_from_run(run_dir: Path, tolerances, band: tuple[float, float, float]
     front = [r for r in rows if r["role"] == "front"]
     genomes = []
     if band is not None:
-        lo, hi, width = band
+        lo, hi, width = band[:3]
         picked = band_candidates(front, lo, hi, width)
         covered = {r["band"] for r in picked}
         complete = [{"genome_indices": tuple(int(v) for v in e["genome_indices"].split(",")), "energy": e["energy"],
@@ -141,6 +141,24 @@ def _points_from_run(run_dir: Path, tolerances, band: tuple[float, float, float]
             genomes.append(chosen["genome_indices"])
     before = {r["genome_indices"]: (r["validation_accuracy"], r["test_accuracy"]) for r in rows}
     return list(dict.fromkeys(genomes)), {"exact": exact, "before": before, "front": front}
+
+
+def quiet_points(ctx, band, max_points: int | None = None) -> list[tuple[int, ...]]:
+    """`band` kind 'quiet': at each saving band.lo, lo + width, ..., hi (percent), the genome
+    whose circuits add the least output noise power (`evaluation.quiet`; no labels used),
+    at most the `max_points` highest savings."""
+    from surrogate_nas.evaluation.quiet import layer_energy, least_noise_designs
+
+    ev = ctx.evaluator
+    stats = ev.layer_statistics()
+    noise = ev.designs.residual_noise(stats["taps"], stats["output_std"])[:, :, 1]
+    energy = layer_energy([i.macs for i in ev.infos], ctx.catalog.powers, ctx.catalog.exact.power_mw)
+    targets = [band.lo + k * band.width for k in range(int((band.hi - band.lo) // band.width + 1e-9) + 1)]
+    genomes = list(dict.fromkeys(tuple(d["genome_indices"]) for d in least_noise_designs(energy, noise ** 2, targets)
+                                 if d is not None))
+    if max_points is not None:
+        genomes = genomes[max(0, len(genomes) - max_points):] if max_points else []
+    return genomes
 
 
 def _finished_design(path: Path, genome, settings: dict) -> FinetuneResult | None:
@@ -191,7 +209,15 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
     calibration = calibration_set(splits, ctx.data.source_hash, int(card.get("seed", 0)))
     test = select_images(splits, ctx.data.source_hash, "test", test_images)
 
-    genomes, context = _points_from_run(run_dir, tolerances, band, max_points)
+    quiet_band = band is not None and getattr(band, "kind", "accurate") == "quiet"
+    genomes, context = _points_from_run(run_dir, tolerances, None if quiet_band else band, max_points)
+    if quiet_band:
+        genomes = quiet_points(ctx, band, max_points)
+        context["candidates"] = (f"the least output noise power at each saving from {band.lo:g} to {band.hi:g} % "
+                                 f"in steps of {band.width:g} (evaluation.quiet)")
+    elif band is not None:
+        context["candidates"] = (f"the most accurate front point in each {band.width:g} % band of saving from "
+                                 f"{band.lo:g} to {band.hi:g} %")
     choosing = None
     if recipe is not None:  # the recipe's numbers are the ones used and recorded
         from surrogate_nas.workflows.retrain import retrain
@@ -307,6 +333,7 @@ def write_results(out: Path, results: list[FinetuneResult], catalog, context: di
                        "validation_before": r.validation_before, "validation_after": r.validation_after,
                        "kept": r.kept} for r, row in zip(results, rows)],
         "recipe": context.get("recipe"),
+        "candidates": context.get("candidates", "the validation-chosen front point of each tolerance"),
         "seconds_per_epoch": [r.seconds_per_epoch for r in results],
         "train_images": results[0].train_images,
         "epochs": results[0].epochs,

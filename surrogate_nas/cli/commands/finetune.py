@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which designs: tolerances in pp, for each the validation-chosen front point (default "
                         "0.5,1,2,5); or band[:LO-HI/WIDTH], the most accurate front point in each WIDTH %% band of "
                         "saving from LO to HI %% (band = band:35-70/5), since a design poor before retraining can be "
-                        "the best after it")
+                        "the best after it; or quiet[:LO-HI/STEP], at each saving LO, LO+STEP, .., HI %% the design "
+                        "adding the least output noise (quiet = quiet:45-65/5), what retraining cannot absorb")
     p.add_argument("--genome", help="fine-tune this genome instead (names or indices, comma-separated)")
     p.add_argument("--compensation", default=None,
                    help="with --genome: compensation (default: the run's)")
