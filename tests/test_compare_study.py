@@ -101,6 +101,44 @@ def test_compare_optuna_gp_uses_its_budget_and_repeats_its_genomes(cli, tmp_path
     assert genomes[0] == genomes[1]
 
 
+def test_a_finished_optuna_run_is_read_back_without_its_sampler(cli, tmp_path, monkeypatch):
+    """A rerun feeds a finished Optuna run's recorded genomes back through the cache instead of
+    asking the sampler again (GPSampler spends minutes on its own model), and gets the same
+    table; when the record disagrees with the cache, the sampler is asked as before."""
+    optuna = pytest.importorskip("optuna")
+    flags = ["compare", "--methods", "optuna", "--budget", "10", "--seeds", "1", "--search-images", "20", "--no-test",
+             "--out", str(tmp_path / "cmp")]
+    real, asked = optuna.create_study, []
+
+    def counting(*args, **kwargs):  # a study is made only to ask its sampler
+        asked.append("optuna")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna, "create_study", counting)
+    r = cli(*flags, cache=tmp_path / "c")
+    assert r.rc == 0, r.err
+    def table():  # all but this call's wall time
+        return [{k: v for k, v in row.items() if k != "wall_s_median"} for row in read_csv(tmp_path / "cmp" / "summary.csv")]
+
+    first = table()
+    assert asked == ["optuna"]
+    r = cli(*flags, cache=tmp_path / "c")
+    assert r.rc == 0, r.err
+    assert asked == ["optuna"]  # read back, no sampler
+    assert table() == first
+    path = tmp_path / "cmp" / "runs" / "cmp-optuna-b10-s0" / "evaluations.csv"
+    rows = read_csv(path)
+    rows[3]["accuracy"] = f"{float(rows[3]['accuracy']) + 0.01:.6f}"  # a record the cache does not hold
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    r = cli(*flags, cache=tmp_path / "c")
+    assert r.rc == 0, r.err
+    assert asked == ["optuna", "optuna"]
+    assert table() == first
+
+
 def hv2d(points, reference) -> float:
     """Area dominated by (1 - accuracy, energy) points (both minimised) inside the reference box."""
     inside = sorted((f1, f2) for f1, f2 in points if f1 < reference[0] and f2 < reference[1])

@@ -329,8 +329,9 @@ def stage_report(args, setup=None):
     out = Path(args.out)
     harvest(out, Path(args.work))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, names, title in ((axes[0], ("compare.csv",), "recipes on the ~55 % design"),
-                             (axes[1], ("band.csv", "partial.csv"), "KD + cosine Adam 1e-3 on the three designs")):
+    for ax, names, title in ((axes[0], ("compare.csv",), "recipes on d55 and on the all-exact twin (control)"),
+                             (axes[1], ("band.csv", "partial.csv"),
+                              ("KD + cosine Adam 1e-3: d = most accurate, q = least noise"))):
         rows = [r for name in names for r in read_rows(out / name)]
         groups = {}
         for r in rows:

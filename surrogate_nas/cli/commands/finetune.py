@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --genome: compensation (default: the run's)")
     p.add_argument("--recipe", default=None,
                    help="retrain with a recipe of issue 16 instead (kd-adam1e-3-cos: distillation from the all-exact "
-                        "twin, Adam 1e-3, warm-up + cosine, 4 epochs on all 45,000 images; kd-sgd2e-2-cos; "
+                        "twin, Adam 1e-3, warm-up + cosine, 4 epochs on all 45,000 images; kd-aug-adam1e-3-cos, "
+                        "kd-adam3e-4-cos, kd-sgd2e-2-cos, "
                         "ce-adam1e-4): checkpointed after every epoch (a rerun resumes), best epoch on the run's "
                         "search set, kept only when better than the un-tuned design on all validation images; "
                         "--epochs, --lr and --train-images override the recipe's")
