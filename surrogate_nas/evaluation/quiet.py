@@ -3,10 +3,11 @@ saving, the genome whose circuits add the least noise to the layer outputs.
 
 Retraining absorbs an approximate circuit's systematic error (the network moves its
 biases and weights) but not its random part. Measured on AlexNet (experiments/finetune/
-recipes): after the same retraining, designs rank by their total noise power, not by their
-accuracy before retraining. The noise of a (layer, circuit) is the relative std of the
-error it adds to the layer's outputs after its compensation (`LayerDesigns.residual_noise`),
-computed from calibration histograms: no validation or test image takes part.
+recipes, section e): after the same retraining four designs rank by their total noise power,
+not by their accuracy before retraining, and the least-noise design at 45.9 % saving ends
+above the most accurate one at 43.2 %. The noise of a (layer, circuit) is the relative std of
+the error it adds to the layer's outputs after its compensation (`LayerDesigns.residual_noise`:
+code histograms and the all-exact twin's output spread, no labels).
 """
 
 from __future__ import annotations
