@@ -45,8 +45,10 @@ def parse_points(text: str, flag: str = "--points") -> tuple[list[float], Band |
         if text.startswith(word):
             m = re.fullmatch(word + r"(?::(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)/(\d+(?:\.\d*)?))?", text)
             band = None if m is None else tuple(float(v) for v in m.groups()) if m.group(1) else default
-            if band is None or not 0 <= band[0] < band[1] <= 100 or not band[2] > 0:
-                raise UserError(f"{flag}: expected {word} or {word}:LO-HI/WIDTH with 0 <= LO < HI <= 100 and WIDTH > 0 "
+            ordered = band is not None and (band[0] < band[1] or (kind == "quiet" and band[0] == band[1]))
+            if not ordered or not 0 <= band[0] <= band[1] <= 100 or not band[2] > 0:
+                lo_hi = "LO <= HI" if kind == "quiet" else "LO < HI"
+                raise UserError(f"{flag}: expected {word} or {word}:LO-HI/WIDTH with 0 <= {lo_hi} <= 100 and WIDTH > 0 "
                                 f"(saving in %), got {text!r}")
             return [], Band(*band, kind)
     try:
