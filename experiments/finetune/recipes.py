@@ -216,11 +216,10 @@ def float_epoch_seconds(setup: Setup, n_images: int | None, out: Path) -> dict:
     return doc
 
 
-def exact_design(setup: Setup) -> dict:
+def exact_design(setup: Setup, n_layers: int) -> dict:
     """The all-exact 8-bit twin as a 'design': the control that says how much a recipe
     moves a network that has no approximation error to absorb."""
-    ev = setup.evaluator()
-    exact = [ev.catalog.index(ev.catalog.exact.name)] * len(ev.layers)
+    exact = [setup.catalog.index(setup.catalog.exact.name)] * n_layers
     return {"name": "exact", "genome_indices": exact, "saving_pct": 0.0}
 
 
@@ -229,7 +228,8 @@ def stage_compare(args, setup: Setup):
 
     out = Path(args.out)
     designs = {d["name"]: d for d in pick_designs(setup, out)}
-    design = exact_design(setup) if args.design == "exact" else designs[args.design]
+    n_layers = len(next(iter(designs.values()))["genome_indices"])
+    design = exact_design(setup, n_layers) if args.design == "exact" else designs[args.design]
     csv_path = out / "compare.csv"
     float_epoch_seconds(setup, args.train_images, out)
     for name in args.recipes.split(","):

@@ -209,7 +209,7 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
     calibration = calibration_set(splits, ctx.data.source_hash, int(card.get("seed", 0)))
     test = select_images(splits, ctx.data.source_hash, "test", test_images)
 
-    quiet_band = band is not None and getattr(band, "kind", "accurate") == "quiet"
+    quiet_band = band is not None and band.kind == "quiet"
     genomes, context = _points_from_run(run_dir, tolerances, None if quiet_band else band, max_points)
     if quiet_band:
         genomes = quiet_points(ctx, band, max_points)
