@@ -5,9 +5,10 @@ Retraining absorbs an approximate circuit's systematic error (the network moves 
 biases and weights) but not its random part. Measured on AlexNet (experiments/finetune/
 recipes, section e): after the same retraining five designs rank by their total noise power
 (one near-tie excepted), not by their accuracy before retraining, and the least-noise designs
-at 45.9 % and 55.4 % saving end above the most accurate ones at 43.2 % and 52.8 %. The noise of a (layer, circuit) is the relative std of
-the error it adds to the layer's outputs after its compensation (`LayerDesigns.residual_noise`:
-code histograms and the all-exact twin's output spread, no labels).
+at 45.9 % and 55.4 % saving end above the most accurate ones at 43.2 % and 52.8 %. The noise
+of a (layer, circuit) is the relative std of the error it adds to the layer's outputs after its
+compensation (`LayerDesigns.residual_noise`: code histograms and the all-exact twin's output
+spread, no labels).
 """
 
 from __future__ import annotations
