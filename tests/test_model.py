@@ -96,3 +96,19 @@ def test_project_model_twin_accuracy_matches_numpy(float_model, card, evaluator)
     ref = approx_forward(evaluator.image_set.images, weights_of(float_model), card["input_ranges"])
     expected = float(np.mean(ref.argmax(1) == evaluator.image_set.labels))
     assert evaluator.accuracy((exact,) * 5) == expected
+
+
+def test_training_is_reproducible(project, tmp_path):
+    """The same `train_and_save` call twice gives bit-identical weights: initialisation,
+    shuffling and the crop/flip augmentation are all seeded (the project's session model
+    used to differ from run to run, and with it which points a tiny search found)."""
+    from surrogate_nas.network.training import train_and_save
+
+    weights = []
+    for name in ("a", "b"):
+        path = tmp_path / name / "tiny.keras"
+        train_and_save(path, project.data, project.cache, epochs=1, batch_size=16, widths=(4, 4, 8, 8, 8), seed=5)
+        weights.append(keras.models.load_model(path, compile=False).get_weights())
+    assert len(weights[0]) == len(weights[1])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)

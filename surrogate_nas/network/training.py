@@ -39,6 +39,7 @@ def train_and_save(
         keep = np.sort(np.random.default_rng(seed).permutation(len(x_train))[:train_images])
         x_train, y_train = x_train[keep], y_train[keep]
     n_classes = len(getattr(data, "classes", ()) or ()) or int(data.y_train.max()) + 1
+    keras.utils.set_random_seed(seed)  # what the builder leaves unseeded (AlexNet's logits layer) draws from it
     model = build_architecture(arch, tuple(int(d) for d in x_train.shape[1:]), n_classes, seed=seed, widths=widths)
     macs = sum(info.macs for info in layer_info(model, "conv+dense"))
     print(f"{arch}: {model.count_params():,} parameters, {macs:,} MACs per image "
@@ -68,20 +69,24 @@ def train_and_save(
 
 def augment_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
     """Reflect-pad-4 random crops (less for images under 5 pixels) and horizontal flips,
-    reshuffled every epoch (seeded)."""
+    reshuffled every epoch. Every draw is seeded: the crops and flips come from stateless
+    ops fed by a seeded per-image stream (stateful random ops inside a parallel `map`
+    draw in thread order, and the same command trained a different model each time)."""
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     shape = [int(d) for d in x.shape[1:]]
     pad = max(0, min(4, shape[0] - 1, shape[1] - 1))
 
-    def aug(img, label):
+    def aug(pair, draw):
+        img, label = pair
         img = tf.pad(tf.cast(img, tf.float32), [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-        img = tf.image.random_crop(img, shape, seed=seed)
-        img = tf.image.random_flip_left_right(img, seed=seed)
+        img = tf.image.stateless_random_crop(img, shape, seed=draw)
+        img = tf.image.stateless_random_flip_left_right(img, seed=draw[::-1])
         return img, label
 
-    ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.zip((ds, draws)).map(aug, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 @keras.saving.register_keras_serializable(package="surrogate_nas")
