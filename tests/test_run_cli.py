@@ -130,6 +130,74 @@ def test_rescored_values_equal_evaluate(full_runs, cli):
             assert float(row[column]) == pytest.approx(json.loads(r.out)["accuracy"], abs=5e-7), (row, split)  # 6 digits
 
 
+def _cache_rows(db: Path) -> dict[tuple[str, str], tuple]:
+    """(fingerprint, genome) -> the rest of the row, read with sqlite3."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {(fp, g): rest for fp, g, *rest in conn.execute(
+            "SELECT fingerprint, genome, accuracy, n_images, below_floor, dominated_by, correct_bits, run_id, seconds, "
+            "created_at FROM evaluations")}
+    finally:
+        conn.close()
+
+
+def test_a_folder_killed_and_moved_without_its_cache_resumes_to_the_same_run(full_runs, cli, tmp_path):
+    """Run a's folder as a kill after two generations leaves it (evaluations.csv is written
+    each generation), moved to a machine with an empty cache: `--resume` takes its rows
+    from the folder, scores only the rest, and ends where the uninterrupted run a ended."""
+    import shutil
+
+    original = full_runs["out"] / "a"
+    out, cache = tmp_path / "moved", tmp_path / "empty-cache"
+    shutil.copytree(original, out / "a")
+    lines = (original / "evaluations.csv").read_text().splitlines(keepends=True)
+    (out / "a" / "evaluations.csv").write_text("".join(lines[:9]))  # header and the first 2 generations (pop 4)
+    for name in ("front.csv", "rescored.csv", "report.txt", "summary.json"):
+        (out / "a" / name).unlink(missing_ok=True)
+
+    r = cli("run", "--resume", "a", "--out", out, cache=cache)
+    assert r.rc == 0, r.err
+    keep = ("genome_indices", "accuracy", "energy", "n_images", "below_floor", "generation", "reason")
+    resumed, uninterrupted = read_csv(out / "a" / "evaluations.csv"), read_csv(original / "evaluations.csv")
+    assert [{k: x[k] for k in keep} for x in resumed] == [{k: x[k] for k in keep} for x in uninterrupted]
+    assert _front(out / "a") == _front(original)
+    stored = _cache_rows(cache / "evaluations.sqlite")
+    search_fp = json.loads((original / "config.json").read_text())["fingerprint"]
+    for row in uninterrupted[:8]:  # taken from the folder, not scored again: the csv's rounded seconds
+        assert stored[search_fp, row["genome_indices"]][6] == float(row["seconds"])
+
+
+def test_cache_export_then_import_restores_every_row(full_runs, cli, tmp_path):
+    """`cache export` on one machine, `cache import` on another: the same rows, bits and
+    all, as the source database holds them (read here with sqlite3)."""
+    source = full_runs["cache"] / "evaluations.sqlite"
+    r = cli("cache", "export", "--csv", tmp_path / "rows.csv", cache=full_runs["cache"])
+    assert r.rc == 0, r.err
+    r = cli("cache", "import", tmp_path / "rows.csv", cache=tmp_path / "other")
+    assert r.rc == 0, r.err
+    want = _cache_rows(source)
+    assert f"read {len(want)} evaluation(s) from 1 source(s); {len(want)} row(s) added or updated" in r.out
+    assert _cache_rows(tmp_path / "other" / "evaluations.sqlite") == want
+    r = cli("cache", "import", tmp_path / "rows.csv", cache=tmp_path / "other")  # again: nothing new
+    assert r.rc == 0 and "; 0 row(s) added or updated" in r.out
+
+
+@pytest.mark.parametrize("what,message", [
+    ("missing", "does not exist"),
+    ("empty-folder", "holds no run folder"),
+    ("not-export", "not a `cache export` file"),
+])
+def test_cache_import_bad_source(cli, tmp_path, what, message):
+    source = tmp_path / what
+    if what == "empty-folder":
+        source.mkdir()
+    elif what == "not-export":
+        source.write_text("genome,accuracy\n1,0.5\n")
+    r = cli("cache", "import", source, cache=tmp_path / "c")
+    assert r.rc != 0 and message in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert not (tmp_path / "c" / "evaluations.sqlite").exists()
+
+
 def _chosen_by_hand(rows: list[dict], bits: dict, tolerance: float, upper: bool) -> str | None:
     """The cheapest front row whose validation loss (or its upper 95 % bound) is within
     `tolerance` pp, computed here from the CSVs with the textbook paired-proportion formula."""

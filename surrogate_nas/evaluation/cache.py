@@ -146,6 +146,53 @@ def _record(row: tuple) -> Record:
     return Record(fp, genome_from_key(genome), *rest, None if bits is None else bytes(bits))
 
 
+_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in CSV_COLUMNS[2:])
+
+
+def _upsert(conn: sqlite3.Connection, values: tuple) -> None:
+    """`EvalCache.put`'s merge rule for one row (`values` in CSV_COLUMNS order)."""
+    fp, key = values[0], values[1]
+    conn.execute(f"INSERT INTO evaluations ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                 f"ON CONFLICT (fingerprint, genome) DO UPDATE SET {_UPDATES} "
+                 "WHERE (evaluations.below_floor IS NOT NULL OR evaluations.dominated_by IS NOT NULL) "
+                 "AND ((excluded.below_floor IS NULL AND excluded.dominated_by IS NULL) "
+                 "OR (excluded.dominated_by IS NULL AND evaluations.dominated_by IS NULL "
+                 "AND excluded.below_floor < evaluations.below_floor))", values)
+    if values[10] is not None:  # an older row of the same evaluation: add its bits
+        conn.execute("UPDATE evaluations SET correct_bits = ? WHERE fingerprint = ? AND genome = ? "
+                     "AND correct_bits IS NULL AND n_images = ? AND accuracy = ? AND below_floor IS ? "
+                     "AND dominated_by IS ?", (values[10], fp, key, values[4], values[2], values[8], values[9]))
+
+
+def read_export_csv(path: Path | str) -> list[Record]:
+    """The rows of a `cache export` file (any fingerprint), bits included: what another
+    machine's cache held, ready for `EvalCache.merge`."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+                raise UserError(f"{path}: not a `cache export` file (columns {reader.fieldnames}, "
+                                f"expected {', '.join(CSV_COLUMNS)})")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+
+    def num(text: str, kind=float):
+        return None if text == "" else kind(text)
+
+    out = []
+    for i, r in enumerate(rows, start=2):
+        try:
+            out.append(Record(r["fingerprint"], genome_from_key(r["genome"]), float(r["accuracy"]), num(r["energy"]),
+                              num(r["n_images"], int), num(r["seconds"]), r["created_at"], r["run_id"] or None,
+                              num(r["below_floor"]), r["dominated_by"] or None,
+                              None if r["correct_bits"] == "" else bytes.fromhex(r["correct_bits"])))
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{path}: line {i}: {exc}") from None
+    return out
+
+
 class EvalCache:
     """Handle on the cache file; cheap to pickle, reconnects in each new process."""
 
@@ -331,21 +378,10 @@ class EvalCache:
                   None if n_images is None else int(n_images), None if seconds is None else float(seconds),
                   _now(), run_id, None if below_floor is None else float(below_floor),
                   None if dominated_by is None else genome_key(dominated_by), correct_bits)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in CSV_COLUMNS[2:])
         with self._db() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(f"INSERT INTO evaluations ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                             f"ON CONFLICT (fingerprint, genome) DO UPDATE SET {updates} "
-                             "WHERE (evaluations.below_floor IS NOT NULL OR evaluations.dominated_by IS NOT NULL) "
-                             "AND ((excluded.below_floor IS NULL AND excluded.dominated_by IS NULL) "
-                             "OR (excluded.dominated_by IS NULL AND evaluations.dominated_by IS NULL "
-                             "AND excluded.below_floor < evaluations.below_floor))", values)
-                if correct_bits is not None:  # an older row of the same evaluation: add its bits
-                    conn.execute("UPDATE evaluations SET correct_bits = ? WHERE fingerprint = ? AND genome = ? "
-                                 "AND correct_bits IS NULL AND n_images = ? AND accuracy = ? AND below_floor IS ? "
-                                 "AND dominated_by IS ?", (correct_bits, fp, key, values[4], values[2], values[8],
-                                                          values[9]))
+                _upsert(conn, values)
                 row = conn.execute(f"SELECT {_COLS} FROM evaluations WHERE fingerprint = ? AND genome = ?",
                                    (fp, key)).fetchone()
                 conn.execute("COMMIT")
@@ -354,6 +390,29 @@ class EvalCache:
                     conn.execute("ROLLBACK")
                 raise
         return _record(row)
+
+    def merge(self, records: Iterable[Record]) -> int:
+        """Take in evaluations made elsewhere (another machine's `cache export`, a run
+        folder whose cache is gone), by `put`'s rules, in one transaction; they keep their
+        `created_at` and `run_id`. Returns how many rows were added or updated."""
+        values = []
+        for r in records:
+            bits = None if r.correct_bits is None else check_bits(r.correct_bits, r.n_images, r.accuracy)
+            values.append((r.fingerprint, genome_key(r.genome), float(r.accuracy), r.energy, r.n_images, r.seconds,
+                           r.created_at or _now(), r.run_id, r.below_floor, r.dominated_by, bits))
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.total_changes
+                for v in values:
+                    _upsert(conn, v)
+                changed = conn.total_changes - before
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return changed
 
     def record_hit(self, fp: str, genome: Iterable[int], run_id: str | None) -> None:
         self.record_hits(fp, [genome], run_id)

@@ -21,6 +21,7 @@ from surrogate_nas.workflows.run_folder import (
     _write_config,
     _write_progress,
     check_saved_run,
+    evaluations_of,
     new_run_id,
     write_pending_record,
 )
@@ -82,6 +83,10 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
         raise UserError(f"--run-id {run_id}: {run_dir} already exists (use --resume {run_id} to continue it)")
     if resume and (run_dir / "config.json").exists():
         check_saved_run(run_dir, ctx, config, resume_flag or f"--resume {run_id}")
+        if (run_dir / "evaluations.csv").exists():  # the folder is the record: a lost or moved cache costs nothing
+            fp, _, records = evaluations_of(run_dir)
+            if fp == ctx.evaluator.fingerprint:
+                ctx.cache.merge(records)
     else:
         write_pending_record(run_dir, config, run_id, ctx.paths, ctx.model_path)
     floor, floor_source = ctx.accuracy_floor(config, run_id)

@@ -1,4 +1,6 @@
-"""`cache stats` / `cache export`: see what the evaluation cache holds and take it elsewhere.
+"""`cache stats` / `cache export` / `cache import`: see what the evaluation cache holds, take
+it elsewhere, and bring evaluations back (another machine's export, or run folders whose
+cache is gone).
 
 Fingerprints are shown by their first 12 characters; `--fingerprint` accepts any unique
 prefix, so what stats prints can be pasted back.
@@ -48,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p_exp.add_argument("--fingerprint", metavar="FP", help="only this fingerprint (a unique prefix is enough)")
     p_exp.add_argument("--cache", metavar="DIR", help=_CACHE_HELP)
     p_exp.set_defaults(func=cmd_export)
+
+    p_imp = sub.add_parser("import", help="add evaluations from `cache export` files or run folders",
+                           description="Rows already in the cache win, unless an imported row settles more "
+                                       "(a complete evaluation replacing an early stop), as in a run.")
+    p_imp.add_argument("sources", nargs="+", metavar="PATH",
+                       help="a `cache export` CSV, a run folder, or a folder searched for run folders")
+    p_imp.add_argument("--cache", metavar="DIR", help=_CACHE_HELP)
+    p_imp.set_defaults(func=cmd_import)
 
 
 def _no_subcommand(parser: argparse.ArgumentParser) -> int:
@@ -142,4 +152,41 @@ def cmd_export(args: argparse.Namespace) -> int:
         fp = cache.resolve_fingerprint(args.fingerprint) if args.fingerprint else None
         n = cache.export_csv(out, fingerprint=fp)
     print(f"wrote {n} row(s) to {out}")
+    return 0
+
+
+def _import_sources(path: Path) -> list[Path]:
+    """Run folders (holding config.json and evaluations.csv) at or under `path`, or `path`
+    itself when it is a file."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise UserError(f"cache import: {path} does not exist")
+    found = sorted(p.parent for p in path.rglob("config.json") if (p.parent / "evaluations.csv").is_file())
+    if not found:
+        raise UserError(f"cache import: {path} holds no run folder (config.json with evaluations.csv)")
+    return found
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from surrogate_nas.evaluation.cache import read_export_csv
+    from surrogate_nas.workflows.run_folder import evaluations_of
+
+    sources = [s for arg in args.sources for s in _import_sources(Path(arg).expanduser())]
+    path = _cache_file(args)
+    loaded = []  # every source is read before anything is written: a bad one changes nothing
+    for source in sources:
+        if source.is_dir():
+            fp, description, records = evaluations_of(source)
+            loaded.append((fp, description, records))
+        else:
+            loaded.append((None, None, read_export_csv(source)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with EvalCache(path) as cache:
+        for fp, description, records in loaded:
+            if fp and records:
+                cache.register_fingerprint(fp, description)
+        changed = cache.merge(r for _, _, records in loaded for r in records)
+    total = sum(len(records) for _, _, records in loaded)
+    print(f"{path}: read {total} evaluation(s) from {len(sources)} source(s); {changed} row(s) added or updated")
     return 0
