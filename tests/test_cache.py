@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from surrogate_nas.evaluation.cache_csv import export_csv
 
 from surrogate_nas import cli
 from surrogate_nas.errors import UserError
+from surrogate_nas.evaluation.cache_csv import export_csv
 from surrogate_nas.evaluation.cache import (
     CACHE_FILE_NAME,
     SCHEMA_VERSION,
@@ -156,10 +158,10 @@ def test_export_csv(db, tmp_path):
         cache.put(FP_A, (0, 3, 17, 2, 5), 0.8125, 4.5, 100, 1.25, "r1")
         cache.put(FP_A, (1, 1, 1, 1, 1), 0.5, None, None, None, None)
         cache.put(FP_B, (0, 0, 0, 0, 0), 0.25, 1.0, 100, 1.0, "r2")
-        assert cache.export_csv(tmp_path / "all.csv") == 3
-        assert cache.export_csv(tmp_path / "a.csv", fingerprint=FP_A) == 2
+        assert export_csv(cache, tmp_path / "all.csv") == 3
+        assert export_csv(cache, tmp_path / "a.csv", fingerprint=FP_A) == 2
         with pytest.raises(UserError, match="does not exist"):
-            cache.export_csv(tmp_path / "missing" / "x.csv")
+            export_csv(cache, tmp_path / "missing" / "x.csv")
     rows = list(csv.DictReader(open(tmp_path / "a.csv", newline="")))
     assert [r["genome"] for r in rows] == ["0,3,17,2,5", "1,1,1,1,1"]
     assert float(rows[0]["accuracy"]) == 0.8125 and rows[0]["run_id"] == "r1"

@@ -17,6 +17,7 @@ from scipy.stats import norm
 
 from surrogate_nas.evaluation.bits import pack_correct, popcount, unpack_correct
 from surrogate_nas.evaluation.cache import SCHEMA_VERSION, EvalCache
+from surrogate_nas.evaluation.cache_csv import export_csv
 from surrogate_nas.evaluation.early_stop import Outcome, StoppingRule, score_genomes
 from surrogate_nas.results.summary import (
     NO_RECORDS,
@@ -106,7 +107,7 @@ def test_bits_round_trip_through_the_cache_and_its_csv(tmp_path):
             cache.put("fp", (3, 3), 0.5, 0.5, 2000, 1.0, "r", correct_bits=pack_correct(right))
         with pytest.raises(ValueError, match="do not hold"):
             cache.put("fp", (3, 3), 0.5, 0.5, 1000, 1.0, "r", correct_bits=pack_correct(right))
-        cache.export_csv(tmp_path / "c.csv")
+        export_csv(cache, tmp_path / "c.csv")
     with open(tmp_path / "c.csv", newline="") as fh:
         rows = {r["genome"]: r for r in csv.DictReader(fh)}
     assert bytes.fromhex(rows["0,1"]["correct_bits"]) == pack_correct(right)

@@ -11,7 +11,6 @@ replaced: it may hold hours of evaluations.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import os
@@ -29,22 +28,16 @@ from surrogate_nas.genome import genome_from_key, genome_key  # noqa: F401  (gen
 SCHEMA_VERSION = 3  # 2: below_floor (early-stopped evaluations); 3: correct_bits (per-image correctness) and
 # dominated_by (stopped by Pareto racing); older files are upgraded in place and keep every row (both NULL)
 
-
 CACHE_FILE_NAME = "evaluations.sqlite"
-
 
 BUSY_TIMEOUT_S = 60.0
 
-
 _CHUNK = 500  # genomes per IN (...) query; well under SQLite's oldest variable limit (999)
-
 
 _OUR_TABLES = {"evaluations", "fingerprints", "hits"}
 
-
 CSV_COLUMNS = ("fingerprint", "genome", "accuracy", "energy", "n_images", "seconds", "created_at", "run_id", "below_floor",
                "dominated_by", "correct_bits")
-
 
 # Connections inherited through fork are parked here instead of being closed: closing
 # them in the child could disturb the parent's locks and WAL state.
@@ -137,14 +130,12 @@ class Record:
             return race
         return self.below_floor is None or (floor is not None and self.below_floor <= floor)
 
-
 _COLS = ", ".join(CSV_COLUMNS)
 
 
 def _record(row: tuple) -> Record:
     fp, genome, *rest, bits = row
     return Record(fp, genome_from_key(genome), *rest, None if bits is None else bytes(bits))
-
 
 _UPDATES = ", ".join(f"{c} = excluded.{c}" for c in CSV_COLUMNS[2:])
 
@@ -162,35 +153,6 @@ def _upsert(conn: sqlite3.Connection, values: tuple) -> None:
         conn.execute("UPDATE evaluations SET correct_bits = ? WHERE fingerprint = ? AND genome = ? "
                      "AND correct_bits IS NULL AND n_images = ? AND accuracy = ? AND below_floor IS ? "
                      "AND dominated_by IS ?", (values[10], fp, key, values[4], values[2], values[8], values[9]))
-
-
-def read_export_csv(path: Path | str) -> list[Record]:
-    """The rows of a `cache export` file (any fingerprint), bits included: what another
-    machine's cache held, ready for `EvalCache.merge`."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-                raise UserError(f"{path}: not a `cache export` file (columns {reader.fieldnames}, "
-                                f"expected {', '.join(CSV_COLUMNS)})")
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
-
-    def num(text: str, kind=float):
-        return None if text == "" else kind(text)
-
-    out = []
-    for i, r in enumerate(rows, start=2):
-        try:
-            out.append(Record(r["fingerprint"], genome_from_key(r["genome"]), float(r["accuracy"]), num(r["energy"]),
-                              num(r["n_images"], int), num(r["seconds"]), r["created_at"], r["run_id"] or None,
-                              num(r["below_floor"]), r["dominated_by"] or None,
-                              None if r["correct_bits"] == "" else bytes.fromhex(r["correct_bits"])))
-        except (ValueError, TypeError) as exc:
-            raise UserError(f"{path}: line {i}: {exc}") from None
-    return out
 
 
 class EvalCache:
@@ -362,16 +324,14 @@ class EvalCache:
                     out[rec.genome] = rec
         return out
 
-    def put(self, fp: str, genome: Iterable[int], accuracy: float, energy: float | None,
-            n_images: int | None, seconds: float | None, run_id: str | None,
-            below_floor: float | None = None, correct_bits: bytes | None = None,
-            dominated_by: Iterable[int] | None = None) -> Record:
+    def put(self, fp: str, genome: Iterable[int], accuracy: float, energy: float | None, n_images: int | None,
+            seconds: float | None, run_id: str | None, below_floor: float | None = None,
+            correct_bits: bytes | None = None, dominated_by: Iterable[int] | None = None) -> Record:
         """Commit one evaluation now and return the stored row. The first writer wins, except
         that a row settling more replaces an early-stopped one: a complete evaluation, or a
         stop below a lower floor (a racing stop, `dominated_by`, is replaced only by a
-        complete one); and a row without `correct_bits` (made before they were
-        recorded) gets them from an evaluation that agrees with it (same images, same
-        accuracy). `correct_bits` must hold `n_images` images and accuracy * n_images right."""
+        complete one); and a row without `correct_bits` (made before they were recorded) gets
+        them from an evaluation that agrees with it (same images, same accuracy). `correct_bits` must hold `n_images` images and accuracy * n_images right."""
         key = genome_key(genome)
         correct_bits = None if correct_bits is None else check_bits(correct_bits, n_images, accuracy)
         values = (fp, key, float(accuracy), None if energy is None else float(energy),
@@ -478,30 +438,12 @@ class EvalCache:
                             "give more characters")
         return matches[0]
 
-    def export_csv(self, path: Path | str, fingerprint: str | None = None) -> int:
-        """Write rows (all, or one fingerprint) as CSV for analysis elsewhere; returns the row count."""
-        path = Path(path)
-        if path.is_dir():
-            raise UserError(f"{path}: is a folder; give a file name for the CSV")
-        if not path.parent.is_dir():
-            raise UserError(f"{path}: folder {path.parent} does not exist")
+    def rows(self, fingerprint: str | None = None) -> list[Record]:
+        """Every row (or one fingerprint's), in a stable order: what `cache_csv` exports."""
         sql = f"SELECT {_COLS} FROM evaluations"
         params: tuple = ()
         if fingerprint is not None:
             sql += " WHERE fingerprint = ?"
             params = (fingerprint,)
-        sql += " ORDER BY fingerprint, created_at, genome"
-        n = 0
         with self._db() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        try:
-            with open(path, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(CSV_COLUMNS)
-                for row in rows:
-                    writer.writerow(["" if v is None else (repr(v) if isinstance(v, float) else
-                                     bytes(v).hex() if isinstance(v, (bytes, memoryview)) else v) for v in row])
-                    n += 1
-        except OSError as exc:
-            raise UserError(f"{path}: cannot write CSV ({exc.strerror or exc})") from None
-        return n
+            return [_record(r) for r in conn.execute(sql + " ORDER BY fingerprint, created_at, genome", params)]

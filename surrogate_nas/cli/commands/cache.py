@@ -140,6 +140,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from surrogate_nas.evaluation.cache_csv import export_csv
+
     path = _cache_file(args)
     out = Path(args.csv).expanduser()
     if out.is_dir():
@@ -150,7 +152,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError(f"no evaluation cache at {path}: pass --cache or set SURROGATE_NAS_CACHE")
     with EvalCache(path) as cache:
         fp = cache.resolve_fingerprint(args.fingerprint) if args.fingerprint else None
-        n = cache.export_csv(out, fingerprint=fp)
+        n = export_csv(cache, out, fingerprint=fp)
     print(f"wrote {n} row(s) to {out}")
     return 0
 
@@ -169,7 +171,7 @@ def _import_sources(path: Path) -> list[Path]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from surrogate_nas.evaluation.cache import read_export_csv
+    from surrogate_nas.evaluation.cache_csv import read_export_csv
     from surrogate_nas.workflows.run_folder import evaluations_of
 
     sources = [s for arg in args.sources for s in _import_sources(Path(arg).expanduser())]
