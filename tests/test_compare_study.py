@@ -341,6 +341,26 @@ def test_one_seed_per_process_then_the_tables(cli, tmp_path):
     r = cli("compare", *flags, "--only-seed", "2", cache=cache)
     assert r.rc == 2 and "--only-seed: must be one of the seeds 0..1, got 2" in r.err
 
+    # the same tables from the run folders alone, with an empty cache and no model
+    import shutil
+
+    shutil.copytree(out / "runs", tmp_path / "moved" / "runs")
+    moved = [*flags[:-1], str(tmp_path / "moved")]
+    r = cli("compare", *moved, "--from-records", cache=tmp_path / "empty", model=tmp_path / "no-model.keras")
+    assert r.rc == 0, r.err
+    again = {row["method"]: row for row in csv.DictReader(open(tmp_path / "moved" / "summary.csv"))}
+    for method, row in rows.items():
+        assert float(again[method]["eval_s_median"]) > 0
+        assert set(again[method]) - {"eval_s_median"} == set(row) - {"wall_s_median"}
+        for key in set(row) - {"wall_s_median"}:  # energies come back from 6 digits: HV to ~1e-7
+            want = row[key]
+            got = again[method][key]
+            assert got == want or float(got) == pytest.approx(float(want), rel=1e-6, abs=1e-9), (method, key)
+    assert not (tmp_path / "empty").exists()
+    (tmp_path / "moved" / "runs" / "cmp-random-b6-s1" / "evaluations.csv").unlink()
+    r = cli("compare", *moved, "--from-records", cache=tmp_path / "empty")
+    assert r.rc != 0 and "lacks 1 run(s) of the plan: cmp-random-b6-s1" in r.err
+
 
 def test_method_table_reads_hv_at_the_long_budgets_only_where_a_run_reaches_them():
     from surrogate_nas.experiments.compare import method_table

@@ -11,10 +11,12 @@ from tqdm import tqdm
 
 from surrogate_nas.experiments.methods import (
     MethodRun,
+    run_name,
     run_nsga,
     run_optuna,
     run_random,
 )
+from surrogate_nas.errors import UserError
 from surrogate_nas.results.tables import write_table
 from surrogate_nas.search.config import SearchConfig
 from surrogate_nas.search.pareto import hv_at
@@ -43,7 +45,7 @@ def method_table(runs: list[MethodRun], checkpoints=CHECKPOINTS) -> list[dict]:
             if all(r.savings is not None for r in group):  # re-scored: validation-chosen savings
                 for key in group[0].savings:
                     row[f"saving_{key}_median"] = float(np.median([_saving(r, key) for r in group]))
-            row["wall_s_median"] = float(np.median([r.seconds for r in group]))
+            row[f"{group[0].timing}_s_median"] = float(np.median([r.seconds for r in group]))
             row["cache_hits_total"] = int(sum(r.cache_hits for r in group))
             row["computed_total"] = int(sum(r.computed for r in group))
             rows.append(row)
@@ -124,20 +126,26 @@ def plot_comparison(out_dir: Path, runs: list[MethodRun], floor: float) -> None:
                       "Pareto fronts (first seed of each method)")
 
 
+def plan(methods, seeds: int, budget: int, full_budget: int | None, only_seed: int | None = None) -> list[tuple]:
+    """(method, seed, budget) of every run. A longer full-mode budget is one longer run:
+    with the same seed its first `budget` evaluations are exactly the shorter run, so HV at
+    `budget` is read off its history."""
+    return [(m, s, max(budget, full_budget or 0) if m == "full" else budget)
+            for s in range(seeds) for m in methods if only_seed is None or s == only_seed]
+
+
 def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base: SearchConfig, out_dir: Path,
             tag: str = "cmp", only_seed: int | None = None) -> tuple[list[MethodRun], list[dict], list[str]]:
     """`only_seed`: run that seed's methods only and write no tables (one process or machine
-    per seed; a final call without it reads every run back from the shared cache)."""
+    per seed; a final call without it reads every run back from the shared cache, or
+    `compare_from_records` from the folders)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    # A longer full-mode budget is one longer run: with the same seed its first `budget`
-    # evaluations are exactly the shorter run, so HV at `budget` is read off its history.
-    plan = [(m, s, max(budget, full_budget or 0) if m == "full" else budget)
-            for s in range(seeds) for m in methods if only_seed is None or s == only_seed]
     # One floor for every method and seed (all-exact search-set accuracy - 15 pp by default),
     # so their hypervolumes share one reference point.
     floor, floor_source = ctx.accuracy_floor(base, f"{tag}-floor")
     runs = []
-    for method, seed, b in tqdm(plan, desc="compare", unit="run", disable=ctx.quiet or None):
+    for method, seed, b in tqdm(plan(methods, seeds, budget, full_budget, only_seed), desc="compare", unit="run",
+                                disable=ctx.quiet or None):
         if method in ("surrogate", "full", "full-seeded"):
             runs.append(run_nsga(ctx, method, seed, b, tag, base, out_dir, floor))
         elif method == "random":
@@ -146,16 +154,44 @@ def compare(ctx, methods, seeds: int, budget: int, full_budget: int | None, base
             runs.append(run_optuna(ctx, seed, b, tag, base, floor, out_dir, method))
     if only_seed is not None:
         return runs, [], []
+    rows, notes = tabulate(runs, methods, budget, full_budget, floor, floor_source,
+                           len(ctx.evaluator.image_set.labels), out_dir)
+    return runs, rows, notes
+
+
+def compare_from_records(methods, seeds: int, budget: int, full_budget: int | None, out_dir: Path, rescored: bool,
+                         tag: str = "cmp") -> tuple[list[MethodRun], list[dict], list[str]]:
+    """The tables of `compare` from the finished run folders under `out_dir/runs` alone."""
+    from surrogate_nas.experiments.records import plan_floor, recorded_run
+
+    runs_dir = out_dir / "runs"
+    todo = plan(methods, seeds, budget, full_budget)
+    missing = [run_name(tag, *p) for p in todo if not (runs_dir / run_name(tag, *p) / "evaluations.csv").is_file()]
+    if missing:
+        raise UserError(f"compare --from-records: {runs_dir} lacks {len(missing)} run(s) of the plan: "
+                        f"{', '.join(missing)} (make them with --only-seed)")
+    floor, floor_source, n_images = plan_floor([runs_dir / run_name(tag, *p) for p in todo])
+    runs = [recorded_run(runs_dir / run_name(tag, m, s, b), m, s, b, floor, n_images, rescored) for m, s, b in todo]
+    rows, notes = tabulate(runs, methods, budget, full_budget, floor, floor_source, n_images, out_dir, [
+        "Read from the run folders (`--from-records`): HV and fronts rebuilt from each evaluations.csv, savings from "
+        "each rescored.csv; eval_s is the sum of the recorded evaluation seconds (on the machine, and under the load, "
+        "of each run); cache_hits/computed as each run recorded them."])
+    return runs, rows, notes
+
+
+def tabulate(runs: list[MethodRun], methods, budget: int, full_budget: int | None, floor: float, floor_source: str,
+             n_images: int | None, out_dir: Path, extra_notes=()) -> tuple[list[dict], list[str]]:
+    """summary.md / summary.csv and the plots of a comparison."""
     rows = method_table(runs, tuple(n for n in CHECKPOINTS if n <= max(budget, full_budget or 0)) or (budget,))
     notes = [f"HV reference point: accuracy floor {floor:.4f} ({floor_source}), relative energy 1.0; "
-             f"objectives on the search set ({len(ctx.evaluator.image_set.labels)} validation images)."]
+             f"objectives on the search set ({n_images} validation images)."]
     surrogate_runs = [r for r in runs if r.method == "surrogate" and r.budget == budget]
     if surrogate_runs:
         target = float(np.median([r.hv_history[-1][1] for r in surrogate_runs if r.hv_history]))
         for other in [m for m in methods if m != "surrogate"]:
             notes.append(f"Evaluations {other} needs to reach the surrogate's median HV at {budget} ({target:.4f}): "
                          f"{_reach_text(evaluations_to_reach(runs, other, target))}.")
-    notes += savings_notes(runs)
+    notes += savings_notes(runs) + list(extra_notes)
     write_table(out_dir, rows, notes)
     plot_comparison(out_dir, runs, floor)
-    return runs, rows, notes
+    return rows, notes

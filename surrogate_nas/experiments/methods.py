@@ -30,12 +30,18 @@ class MethodRun:
     cache_hits: int
     computed: int
     savings: dict | None = None  # "0.5pp" -> the validation-chosen point (summary.choose_within), re-scored runs only
+    timing: str = "wall"  # what `seconds` is: "wall" (this call's) or "eval" (recorded evaluation seconds, summed)
+
+
+def run_name(tag: str, method: str, seed: int, budget: int) -> str:
+    """The folder (and cache run id) of one run of a comparison, under `<out>/runs`."""
+    return f"{tag}-{method}-b{budget}-s{seed}"
 
 
 def _baseline_truth(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig,
                     floor: float) -> tuple[TrueEvaluations, list, str]:
     """The true evaluations of a baseline run, with its HV history, as the NSGA-II modes have."""
-    run_id = f"{tag}-{method}-b{budget}-s{seed}"
+    run_id = run_name(tag, method, seed, budget)
     history = HVHistory(hv_reference(floor))
 
     def on_new(evaluation):
@@ -177,7 +183,7 @@ def run_nsga(ctx, method: str, seed: int, budget: int, tag: str, base: SearchCon
     config = replace(base, mode=mode, initial=initial, seed=seed, budget=budget, accuracy_floor=floor)
     if method == "full-seeded":  # exactly the surrogate's seed set: the same genomes, the same count
         config = replace(config, seed_set_size=replace(base, budget=budget).n_seed)
-    run_id = f"{tag}-{method}-b{budget}-s{seed}"
+    run_id = run_name(tag, method, seed, budget)
     run_dir = out_dir / "runs" / run_id
     result = execute(ctx, config, out_dir / "runs", run_id=run_id, resume=run_dir.exists(),
                      resume_flag=f"compare: run {run_id}")

@@ -40,6 +40,16 @@ class Evaluation:
         return [1.0, 1.0] if self.stopped else [1.0 - self.accuracy, self.energy]
 
 
+def pareto_front(evaluations) -> list[Evaluation]:
+    """Non-dominated truly evaluated genomes, by energy (early-stopped ones never)."""
+    evaluations = [e for e in evaluations if not e.stopped]
+    if not evaluations:
+        return []
+    F = np.array([[1.0 - e.accuracy, e.energy] for e in evaluations])
+    idx = NonDominatedSorting().do(F, only_non_dominated_front=True)
+    return sorted((evaluations[i] for i in idx), key=lambda e: (e.energy, -e.accuracy))
+
+
 class TrueEvaluations:
     """Budgeted, cached, archived true evaluations: the only source of reported results.
 
@@ -148,10 +158,4 @@ class TrueEvaluations:
         return out
 
     def front(self) -> list[Evaluation]:
-        """Non-dominated truly evaluated genomes, by energy (early-stopped ones never)."""
-        evaluations = [e for e in self.archive.values() if not e.stopped]
-        if not evaluations:
-            return []
-        F = np.array([[1.0 - e.accuracy, e.energy] for e in evaluations])
-        idx = NonDominatedSorting().do(F, only_non_dominated_front=True)
-        return sorted((evaluations[i] for i in idx), key=lambda e: (e.energy, -e.accuracy))
+        return pareto_front(self.archive.values())

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only-seed", type=int, default=None,
                    help="run only this seed's methods, without tables (e.g. one seed per machine; then run "
                         "again without it: finished runs come from the cache)")
+    p.add_argument("--from-records", action="store_true",
+                   help="write the tables from the finished run folders under OUT/runs alone: no model, cache or "
+                        "evaluation, on any machine (seeds made on different machine kinds or without a shared cache)")
     p.add_argument("--out", default="experiments/compare", help="output folder (default experiments/compare)")
     add_search_flags(p, skip=("mode",))
     add_worker_flags(p)
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         worker_settings,
     )
     from surrogate_nas.errors import UserError
-    from surrogate_nas.experiments.compare import compare
+    from surrogate_nas.experiments.compare import compare, compare_from_records
     from surrogate_nas.experiments.methods import METHODS
     from surrogate_nas.workflows.context import Context
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UserError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
-    for method in methods:  # a missing optional package is refused before any work
+    for method in [] if args.from_records else methods:  # a missing optional package is refused before any work
         if method.startswith("optuna"):
             from surrogate_nas.experiments.methods import optuna_sampler
 
@@ -52,11 +55,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--only-seed: must be one of the seeds 0..{args.seeds - 1}, got {args.only_seed}")
     if args.full_budget is not None and args.full_budget < args.budget:
         raise UserError(f"--full-budget ({args.full_budget}) must be at least --budget ({args.budget})")
+    if args.from_records and args.only_seed is not None:
+        raise UserError("--from-records reads finished runs; --only-seed makes them: give one or the other")
     base = config_from_args(args, mode="surrogate")
     base.validate()
+    out = Path(args.out)
+    if args.from_records:
+        compare_from_records(methods, args.seeds, args.budget, args.full_budget, out, base.evaluate_test)
+        print((out / "summary.md").read_text())
+        return 0
     workers = worker_settings(args)
     ctx = Context.for_search(paths_from_args(args), base, **workers)
-    out = Path(args.out)
     try:
         compare(ctx, methods, args.seeds, args.budget, args.full_budget, base, out, only_seed=args.only_seed)
     finally:
