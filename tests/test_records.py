@@ -52,3 +52,26 @@ def test_committed_summary_equals_a_regenerated_one(run, tmp_path):
     regenerated = summarize(copy)
     committed.pop("after_finetuning", None)  # added by `run --finetune-top`, not by summarize
     assert json.loads(json.dumps(regenerated)) == committed
+
+
+COMPARISONS = sorted(p.parent for p in _committed("experiments/*/summary.csv")
+                     if "--from-records" in (p.parent / "summary.md").read_text()) if (ROOT / ".git").exists() else []
+
+
+@pytest.mark.parametrize("folder", COMPARISONS, ids=lambda p: str(p.relative_to(ROOT / "experiments")))
+def test_committed_comparison_equals_one_regenerated_from_its_run_folders(folder, tmp_path):
+    """The plan (methods, seeds, budgets) is read off the committed summary.csv; the tables
+    are rebuilt from copies of the committed run folders and must say the same."""
+    import csv
+
+    from surrogate_nas.experiments.compare import compare_from_records
+
+    rows = list(csv.DictReader(open(folder / "summary.csv")))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    budget = min(int(r["budget"]) for r in rows)
+    full = [int(r["budget"]) for r in rows if r["method"] == "full"]
+    shutil.copytree(folder / "runs", tmp_path / "runs")
+    compare_from_records(methods, max(int(r["seeds"]) for r in rows), budget, max(full) if full else None, tmp_path,
+                         rescored=any(k.startswith("saving_") for k in rows[0]))
+    assert (tmp_path / "summary.md").read_text() == (folder / "summary.md").read_text()
+    assert list(csv.DictReader(open(tmp_path / "summary.csv"))) == rows
