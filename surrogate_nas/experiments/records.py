@@ -13,30 +13,14 @@ from surrogate_nas.errors import UserError
 from surrogate_nas.experiments.methods import MethodRun, rescored_choices
 from surrogate_nas.results.run_folder import RunFolder
 from surrogate_nas.search.pareto import HVHistory, hv_reference
-from surrogate_nas.search.truth import Evaluation, pareto_front
-
-
-def recorded_evaluations(run_dir: Path, n_images: int | None) -> list[Evaluation]:
-    """The run's true evaluations in their order. Accuracies are restored as right/images
-    (`evaluations.csv` keeps 6 digits); `n_images`: what an older record without the
-    column scored."""
-    out = []
-    for r in RunFolder(run_dir).evaluations():
-        n = int(r["n_images"]) if r.get("n_images") else n_images
-        accuracy = float(r["accuracy"]) if not n else round(float(r["accuracy"]) * n) / n
-        stop, lost_to = r.get("below_floor"), r.get("dominated_by")
-        out.append(Evaluation(tuple(int(g) for g in r["genome_indices"].split(",")), accuracy, float(r["energy"]),
-                              r["from_cache"] == "1", int(r["generation"]), float(r["seconds"]), r["reason"], n,
-                              float(stop) if stop else None, None,
-                              tuple(int(g) for g in lost_to.split(",")) if lost_to else None))
-    return out
+from surrogate_nas.search.truth import pareto_front
 
 
 def recorded_run(run_dir: Path, method: str, seed: int, budget: int, floor: float, n_images: int | None,
                  rescored: bool) -> MethodRun:
     """One finished run of the plan as `compare` would tabulate it. `seconds` is the sum
     of its evaluations' recorded seconds (the table's `eval_s`), not a wall time."""
-    evaluations = recorded_evaluations(run_dir, n_images)
+    evaluations = RunFolder(run_dir).true_evaluations(n_images)
     if len(evaluations) < budget:
         raise UserError(f"{run_dir}: {len(evaluations)} of {budget} evaluations recorded: the run is unfinished "
                         f"(finish it with `compare ... --only-seed {seed}`)")

@@ -84,6 +84,26 @@ class RunFolder:
     def evaluations(self) -> list[dict]:
         return self.rows(self.EVALUATIONS)
 
+    def true_evaluations(self, n_images: int | None = None) -> list:
+        """`evaluations.csv` as the run's `search.truth.Evaluation`s, in their order (no
+        per-image bits: the file has none). Accuracies are restored as right/images (it keeps
+        6 digits); `n_images`: what an older record without the column scored."""
+        from surrogate_nas.search.truth import Evaluation
+
+        out = []
+        for i, r in enumerate(self.evaluations(), start=2):
+            try:
+                n = int(r["n_images"]) if r.get("n_images") else n_images
+                accuracy = float(r["accuracy"]) if not n else round(float(r["accuracy"]) * n) / n
+                stop, lost_to = r.get("below_floor"), r.get("dominated_by")
+                out.append(Evaluation(tuple(int(g) for g in r["genome_indices"].split(",")), accuracy,
+                                      float(r["energy"]), r["from_cache"] == "1", int(r["generation"]),
+                                      float(r["seconds"]), r["reason"], n, float(stop) if stop else None, None,
+                                      tuple(int(g) for g in lost_to.split(",")) if lost_to else None))
+            except (KeyError, ValueError, AttributeError) as exc:
+                raise UserError(f"{self.path / self.EVALUATIONS}: line {i}: {type(exc).__name__}: {exc}") from None
+        return out
+
     def front_genomes(self) -> list[tuple[int, ...]]:
         return [tuple(int(v) for v in r["genome_indices"].split(",")) for r in self.rows(self.FRONT)]
 

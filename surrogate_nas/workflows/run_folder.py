@@ -98,37 +98,29 @@ def describe_changes(saved: dict, now: dict) -> str:
 def evaluations_of(run_dir: Path) -> tuple[str, dict, list]:
     """A run folder's true evaluations as cache rows (fingerprint, evaluator description,
     records), so that a run whose cache was lost or left on another machine resumes without
-    scoring them again. `evaluations.csv` rounds to 6 digits: accuracies are restored as
-    right/images, and early stops at the run's floor get the floor itself back."""
-    import csv
-
+    scoring them again. Early stops at the run's floor get the floor itself back (the file
+    keeps 6 digits; a cached stop answers only floors at or above its own)."""
     from surrogate_nas.evaluation.cache import Record
+    from surrogate_nas.genome import genome_key
 
     try:
         saved = json.loads((run_dir / "config.json").read_text())
         fp, description, run_id = saved["fingerprint"], saved["evaluator"], saved["run_id"]
         floor = (saved.get("accuracy_floor") or {}).get("value")
-        everything = ((description or {}).get("images") or {}).get("n_images")
-        with open(run_dir / "evaluations.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, csv.Error) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UserError(f"{run_dir}: not a run folder with evaluations ({type(exc).__name__}: {exc})") from None
     if not fp or description is None:
         return fp, description, []  # killed before its evaluator was built
+    everything = (description.get("images") or {}).get("n_images")  # what older records scored
     records = []
-    for i, r in enumerate(rows, start=2):
-        try:
-            n = int(r["n_images"]) if r.get("n_images") else everything  # older runs scored every image
-            accuracy = float(r["accuracy"]) if n is None else round(float(r["accuracy"]) * n) / n
-            stop = float(r["below_floor"]) if r.get("below_floor") else None
-            if stop is not None and floor is not None and abs(stop - floor) < 1e-6:
-                stop = float(floor)
-            # a hit of this run came from another run's row: it stays a hit when the run resumes
-            records.append(Record(fp, tuple(int(g) for g in r["genome_indices"].split(",")), accuracy,
-                                  float(r["energy"]), n, float(r["seconds"]), "", None if r["from_cache"] == "1" else run_id,
-                                  stop, r.get("dominated_by") or None))
-        except (KeyError, ValueError, AttributeError) as exc:
-            raise UserError(f"{run_dir / 'evaluations.csv'}: line {i}: {type(exc).__name__}: {exc}") from None
+    for e in RunFolder(run_dir).true_evaluations(everything):
+        stop = e.below_floor
+        if stop is not None and floor is not None and abs(stop - floor) < 1e-6:
+            stop = float(floor)
+        # a hit of this run came from another run's row: it stays a hit when the run resumes
+        records.append(Record(fp, e.genome, e.accuracy, e.energy, e.n_images, e.seconds, "",
+                              None if e.from_cache else run_id, stop,
+                              None if e.dominated_by is None else genome_key(e.dominated_by)))
     return fp, description, records
 
 
