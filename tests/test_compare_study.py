@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 
 import pytest
 from conftest import read_csv
@@ -374,3 +375,34 @@ def test_method_table_reads_hv_at_the_long_budgets_only_where_a_run_reaches_them
     assert rows["full"]["hv_at_300"] == 0.03
     assert "hv_at_900" not in rows["surrogate"] and rows["surrogate"]["hv_at_300"] == 0.02
     assert rows["surrogate"]["hv_at_100"] == 0.01
+
+
+def test_a_baseline_folder_is_a_run_record(cli, tmp_path):
+    """Random search's folder holds config.json and its evaluations: run again with an
+    empty cache it takes them from the folder (the recorded seconds come back, nothing is
+    scored again), and a folder made with other settings is refused, not overwritten."""
+    out = tmp_path / "cmp"
+    flags = ["--budget", "6", "--seeds", "1", "--pop-size", "4", "--search-images", "20", "--methods", "random",
+             "--no-test", "--out", str(out)]
+    r = cli("compare", *flags, "--only-seed", "0", cache=tmp_path / "c1")
+    assert r.rc == 0, r.err
+    run = out / "runs" / "cmp-random-b6-s0"
+    record = json.loads((run / "config.json").read_text())
+    assert record["search"]["seed"] == 0 and record["search"]["budget"] == 6 and record["fingerprint"]
+    first = read_csv(run / "evaluations.csv")
+    assert len(first) == 6
+
+    r = cli("compare", *flags, "--only-seed", "0", cache=tmp_path / "c2")
+    assert r.rc == 0, r.err
+    again = read_csv(run / "evaluations.csv")
+    assert [(e["genome_indices"], e["accuracy"]) for e in again] == [(e["genome_indices"], e["accuracy"]) for e in first]
+    # all-exact (row 0) is scored anew for the accuracy floor before any run; the rest came from the folder
+    assert [e["seconds"] for e in again[1:]] == [e["seconds"] for e in first[1:]]
+    conn = sqlite3.connect(tmp_path / "c2" / "evaluations.sqlite")
+    stored = dict(conn.execute("SELECT genome, seconds FROM evaluations WHERE fingerprint = ?", (record["fingerprint"],)))
+    conn.close()
+    assert all(stored[e["genome_indices"]] == float(e["seconds"]) for e in first[1:])
+
+    r = cli("compare", *[f if f != "20" else "30" for f in flags], "--only-seed", "0", cache=tmp_path / "c2")
+    assert r.rc != 0 and "compare: run cmp-random-b6-s0" in r.err and "other settings" in r.err, r.err
+    assert read_csv(run / "evaluations.csv") == again

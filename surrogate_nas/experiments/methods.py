@@ -39,16 +39,52 @@ def run_name(tag: str, method: str, seed: int, budget: int) -> str:
 
 
 def _baseline_truth(ctx, method: str, seed: int, budget: int, tag: str, base: SearchConfig,
-                    floor: float) -> tuple[TrueEvaluations, list, str]:
-    """The true evaluations of a baseline run, with its HV history, as the NSGA-II modes have."""
+                    floor: float, out_dir: Path) -> tuple[TrueEvaluations, list, str]:
+    """The true evaluations of a baseline run, with its HV history, as the NSGA-II modes
+    have; its folder is kept as theirs is (`_baseline_folder`)."""
     run_id = run_name(tag, method, seed, budget)
     history = HVHistory(hv_reference(floor))
+    write = _baseline_folder(ctx, out_dir / "runs" / run_id, run_id, replace(base, seed=seed, budget=budget), floor)
 
     def on_new(evaluation):
         history.add(evaluation.objectives, truth.used)
+        if truth.used % PROGRESS_EVERY == 0:
+            write(truth)
 
     truth = ctx.truth(run_id, base, floor, on_new, budget=budget)
     return truth, history.values, run_id
+
+
+PROGRESS_EVERY = 10  # a baseline's evaluations.csv is rewritten after this many evaluations
+
+
+def _baseline_folder(ctx, run_dir: Path, run_id: str, config: SearchConfig, floor: float):
+    """A baseline's folder as a run's: config.json first (a folder made with other settings or
+    another evaluator is refused, not overwritten), its recorded evaluations put back into
+    the cache (a lost or moved cache costs nothing), and a writer of its evaluations.csv."""
+    from surrogate_nas.results.run_folder import RunFolder
+    from surrogate_nas.results.tables import write_evaluations_csv
+    from surrogate_nas.workflows.run_folder import check_saved_run, evaluations_of
+
+    recorded = 0
+    if (run_dir / RunFolder.CONFIG).is_file():
+        check_saved_run(run_dir, ctx, config, f"compare: run {run_id}")
+        if (run_dir / RunFolder.EVALUATIONS).is_file():
+            rows = evaluations_of(run_dir)[2]
+            ctx.cache.merge(rows)
+            recorded = len(rows)
+    RunFolder(run_dir).write_record({"run_id": run_id, "search": config.as_dict(), "fingerprint": ctx.evaluator.fingerprint,
+                                     "evaluator": ctx.evaluator.description,
+                                     "accuracy_floor": {"value": floor, "from": "compare: one floor for every run"}})
+
+    def write(truth, final: bool = False):
+        """Progress only once past what the folder holds: replaying a finished run through
+        the cache (and a kill during it) leaves its record whole."""
+        if final or truth.used > recorded:
+            write_evaluations_csv(run_dir / RunFolder.EVALUATIONS, list(truth.archive.values()), ctx.catalog,
+                                  ctx.methods, ctx.evaluator.infos)
+
+    return write
 
 
 def _finish_baseline(ctx, method: str, seed: int, budget: int, truth, history, run_id: str, out_dir: Path,
@@ -88,7 +124,7 @@ def rescored_choices(run_dir: Path) -> dict:
 
 def run_random(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor: float, out_dir: Path) -> MethodRun:
     """Uniform random genomes (the all-exact genome first, as every method gets)."""
-    truth, history, run_id = _baseline_truth(ctx, "random", seed, budget, tag, base, floor)
+    truth, history, run_id = _baseline_truth(ctx, "random", seed, budget, tag, base, floor, out_dir)
     rng = np.random.default_rng(seed)
     start = time.time()
     n_layers = len(ctx.evaluator.layers)
@@ -150,12 +186,12 @@ def run_optuna(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor:
     """An Optuna sampler (`optuna_sampler`) over one categorical choice per layer."""
     import optuna
 
-    truth, history, run_id = _baseline_truth(ctx, method, seed, budget, tag, base, floor)
+    truth, history, run_id = _baseline_truth(ctx, method, seed, budget, tag, base, floor, out_dir)
     start = time.time()
     if replay_recorded(truth, out_dir / "runs" / run_id, budget, method):
         return _finish_baseline(ctx, method, seed, budget, truth, history, run_id, out_dir, time.time() - start, base,
                                 floor)
-    truth, history, run_id = _baseline_truth(ctx, method, seed, budget, tag, base, floor)
+    truth, history, run_id = _baseline_truth(ctx, method, seed, budget, tag, base, floor, out_dir)
     sampler = optuna_sampler(method, seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     choices = list(range(len(ctx.catalog)))
