@@ -33,6 +33,9 @@ class MethodRun:
     timing: str = "wall"  # what `seconds` is: "wall" (this call's) or "eval" (recorded evaluation seconds, summed)
 
 
+PROGRESS_EVERY = 10  # a baseline's evaluations.csv is rewritten after this many evaluations
+
+
 def run_name(tag: str, method: str, seed: int, budget: int) -> str:
     """The folder (and cache run id) of one run of a comparison, under `<out>/runs`."""
     return f"{tag}-{method}-b{budget}-s{seed}"
@@ -53,9 +56,6 @@ def _baseline_truth(ctx, method: str, seed: int, budget: int, tag: str, base: Se
 
     truth = ctx.truth(run_id, base, floor, on_new, budget=budget)
     return truth, history.values, run_id
-
-
-PROGRESS_EVERY = 10  # a baseline's evaluations.csv is rewritten after this many evaluations
 
 
 def _baseline_folder(ctx, run_dir: Path, run_id: str, config: SearchConfig, floor: float):
