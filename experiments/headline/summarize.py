@@ -13,6 +13,7 @@ its subfolders with a rescored.csv, or the RUN_DIRs given after it.
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -20,7 +21,9 @@ from pathlib import Path
 from surrogate_nas.results.plots import finish_front_axes, plot_hv, plt
 from surrogate_nas.results.run_folder import RunFolder
 from surrogate_nas.results.summary import run_reference, summarize
+from surrogate_nas.search.config import SearchConfig
 from surrogate_nas.search.pareto import HVHistory
+from surrogate_nas.workflows.run_folder import known_settings
 
 HERE = Path(__file__).parent
 
@@ -47,7 +50,9 @@ def _spread(values: list, digits: int) -> str:
 def seed_table(runs: list[Path], summaries: list[dict]) -> list[str]:
     """Median and range over runs whose search settings differ only in the seed, with the
     count of seed genomes they all share: such seeds are not fully independent samples."""
-    records = [RunFolder(r).record()["search"] for r in runs]
+    # a setting newer than a run's record had its default then (as `--resume` reads it)
+    defaults = json.loads(json.dumps(SearchConfig().as_dict()))
+    records = [{**defaults, **known_settings(RunFolder(r).record()["search"])} for r in runs]
     if len(runs) < 2 or any({**c, "seed": 0} != {**records[0], "seed": 0} for c in records):
         return []
     seed_sets = [{e["genome_indices"] for e in RunFolder(r).evaluations() if e["reason"] == "seed"} for r in runs]
@@ -55,9 +60,11 @@ def seed_table(runs: list[Path], summaries: list[dict]) -> list[str]:
              "chosen on validation, test only reported; each column's median is taken on its own:", "",
              "| | median (range) | validation loss (pp) | test loss (pp) |", "|---|---|---|---|"]
     lines += [f"| HV@{b} | {_spread([s['hv'][b] for s in summaries], 4)} | | |" for b in ("100", "200", "300")]
-    for rule, key in (("point estimate", "chosen"), ("upper bound", "chosen_upper_bound")):
+    # the upper-bound rule needs per-image records: runs made before them are left out, not counted as "none"
+    bounded = [s for s in summaries if (s.get("intervals") or {}).get("method")]
+    for rule, key, group in (("point estimate", "chosen", summaries), ("upper bound", "chosen_upper_bound", bounded)):
         for tol in ("0.5pp", "1pp", "2pp"):
-            picks = [(s.get(key) or {}).get(tol) for s in summaries]
+            picks = [(s.get(key) or {}).get(tol) for s in group]
             column = lambda field: [None if c is None else c[field] for c in picks]  # noqa: E731
             lines.append(f"| saving within {tol[:-2]} pp, {rule} rule (%) | {_spread(column('energy_saving_pct'), 1)} | "
                          f"{_spread(column('validation_loss_pp'), 2)} | {_spread(column('test_loss_pp'), 2)} |")
@@ -67,6 +74,9 @@ def seed_table(runs: list[Path], summaries: list[dict]) -> list[str]:
             f"seed {c['seed']}: {isa or 'not recorded'}" for c, isa in zip(records, isas)) + "). Between them "
             "TensorFlow's CPU kernels sum in another order and a near-tie of two logits can flip an image, so each "
             "seed is measured against its own all-exact on its own machine kind."]
+    if len(bounded) < len(summaries):
+        lines += ["", f"The upper-bound rows cover the {len(bounded)} seeds with per-image records "
+                  f"({', '.join(str(c['seed']) for c, s in zip(records, summaries) if s in bounded)})."]
     lines += ["", f"The seed sets ({', '.join(str(len(s)) for s in seed_sets)} genomes) share "
               f"{len(set.intersection(*seed_sets))} genomes: all-exact and the one-circuit-everywhere genomes are the "
               "same in every seed, so the seeds are not fully independent samples."]
