@@ -331,7 +331,8 @@ class EvalCache:
         that a row settling more replaces an early-stopped one: a complete evaluation, or a
         stop below a lower floor (a racing stop, `dominated_by`, is replaced only by a
         complete one); and a row without `correct_bits` (made before they were recorded) gets
-        them from an evaluation that agrees with it (same images, same accuracy). `correct_bits` must hold `n_images` images and accuracy * n_images right."""
+        them from an evaluation that agrees with it (same images, same accuracy).
+        `correct_bits` must hold `n_images` images and accuracy * n_images right."""
         key = genome_key(genome)
         correct_bits = None if correct_bits is None else check_bits(correct_bits, n_images, accuracy)
         values = (fp, key, float(accuracy), None if energy is None else float(energy),
