@@ -129,7 +129,8 @@ def _strip(history):
 @pytest.mark.parametrize("recipe", [
     rt.Recipe("kd", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32),
     rt.Recipe("ce-aug", "sgd", 1e-2, epochs=2, alpha=0.0, augment=True, batch_size=32),
-], ids=["kd-cached", "ce-augmented"])
+    rt.Recipe("kd-tg", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32, gradient_rank=4),
+], ids=["kd-cached", "ce-augmented", "kd-table-gradient"])
 def test_resume_after_kill_equals_uninterrupted(recipe, float_model, card, catalog, dataset, splits, tmp_path):
     whole = rt.retrain(_evaluator(float_model, card, catalog, dataset), GENOME, splits, recipe, tmp_path / "whole",
                        teacher_cache=tmp_path / "cache", verbose=0, quiet=True)

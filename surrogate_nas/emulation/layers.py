@@ -19,6 +19,7 @@ from surrogate_nas.emulation.ops import (
     per_tap_table,
 )
 from surrogate_nas.emulation.quantization import nudge, output_geometry, quantize_codes
+from surrogate_nas.emulation.table_gradient import error_gradient_term, gradient_factors
 from surrogate_nas.multipliers.tables import error_table, exact_table
 
 QUANTIZATION_MODES = ("calibrated", "batch")
@@ -38,6 +39,7 @@ class _Tables:
         self.table = tf.Variable(np.zeros((0, 0), np.float32), shape=tf.TensorShape([None, None]), trainable=False)
         self.seen_codes = None  # created when the layer is built (kernel size known)
         self.use_table = tf.Variable(False, trainable=False)
+        self.grad = None  # the table-gradient factors (u, du, v, dv), when set
 
     def build(self, kernel_size: int) -> None:
         self.seen_codes = tf.Variable(np.full((kernel_size,), -1.0, np.float32), trainable=False)
@@ -110,6 +112,7 @@ class AxConv2D(keras.layers.Layer):
         self._lut = exact_table()
         self.rank = 0
         self.compensation = None
+        self.table_gradient = None  # (rank, halfwidth): backward through the table, see set_table_gradient
         if multiplier is not None:
             self.set_multiplier(multiplier, max_rank=max_rank)
 
@@ -194,7 +197,25 @@ class AxConv2D(keras.layers.Layer):
         tables.use_table.assign(gathered)
         self.max_rank = max_rank
         self.rank = dec.rank
+        if self.table_gradient is not None:
+            self._assign_grad_factors()
         return dec
+
+    def set_table_gradient(self, rank: int | None, halfwidth: int = 4) -> None:
+        """Back-propagate through the table's leading `rank` error components
+        (`emulation.table_gradient`) instead of the straight-through estimator; None: the
+        STE. Takes effect when the training step is next traced (set it before `compile`)."""
+        if rank is None:
+            self.table_gradient = self._tables.grad = None
+            return
+        self.table_gradient = (int(rank), int(halfwidth))
+        self._tables.grad = [tf.Variable(np.zeros((256, int(rank)), np.float32), trainable=False) for _ in range(4)]
+        self._assign_grad_factors()
+
+    def _assign_grad_factors(self) -> None:
+        f = gradient_factors(self._lut, *self.table_gradient)
+        for var, value in zip(self._tables.grad, (f.u, f.du, f.v, f.dv)):
+            var.assign(np.pad(value, ((0, 0), (0, var.shape[1] - value.shape[1]))))  # an exact-rank-0 table: zeros
 
     def kernel_codes(self) -> np.ndarray:
         """The 8-bit codes of the kernel as the op quantizes it (int, HWIO)."""
@@ -239,13 +260,14 @@ class AxConv2D(keras.layers.Layer):
             )
 
         strides, padding = self.strides, self.padding.upper()
+        factors = self._tables.grad
 
         @tf.custom_gradient
         def table_conv(x_q, k_q):
             """Forward: the table emulation. Backward: the straight-through estimator of
             tf-approximate, TorchApprox and AdaPT, the gradient of the float convolution
             of the fake-quantized operands (fake quantization passes gradients inside
-            its range)."""
+            its range), plus, with `set_table_gradient`, the table's error derivative."""
             y = approx_conv_core(x_q, k_q, (in_min, in_max), (k_min, k_max), strides, padding, error_fn)
 
             def grad(dy, variables=None):
@@ -254,6 +276,13 @@ class AxConv2D(keras.layers.Layer):
                                                     strides=s4, padding=padding)
                 dk = tf.raw_ops.Conv2DBackpropFilter(input=x_q, filter_sizes=tf.shape(k_q), out_backprop=dy,
                                                      strides=s4, padding=padding)
+                if factors is not None:
+                    with tf.GradientTape() as tape:
+                        tape.watch([x_q, k_q])
+                        e = error_gradient_term(x_q, k_q, (in_min, in_max), (k_min, k_max), strides, padding,
+                                                *(f.read_value() for f in factors))
+                    ex, ek = tape.gradient(e, [x_q, k_q], output_gradients=dy)
+                    dx, dk = dx + ex, dk + ek
                 return ((dx, dk), [None] * len(variables)) if variables else (dx, dk)
 
             return y, grad

@@ -25,7 +25,9 @@ class Recipe:
     (alpha = 0: cross-entropy only). label_smoothing applies to the cross-entropy part.
     augment: crop/flip augmentation as in `train`; distillation with augmentation computes
     the teacher on the augmented batch (online), without it the teacher's logits come
-    from the on-disk cache.
+    from the on-disk cache. gradient_rank > 0: back-propagate through the multipliers'
+    tables (their leading `gradient_rank` error components, derivatives over
+    +-`gradient_halfwidth` codes; `emulation.table_gradient`) instead of the STE.
     """
 
     name: str
@@ -41,6 +43,8 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: bool = False
     batch_size: int = BATCH
+    gradient_rank: int = 0
+    gradient_halfwidth: int = 4
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
@@ -51,13 +55,19 @@ class Recipe:
             raise ValueError(f"alpha: must be in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
             raise ValueError(f"temperature: must be > 0, got {self.temperature}")
+        if self.gradient_rank < 0 or self.gradient_halfwidth < 1:
+            raise ValueError(f"gradient_rank must be >= 0 and gradient_halfwidth >= 1, got {self.gradient_rank}, "
+                             f"{self.gradient_halfwidth}")
 
     @property
     def distills(self) -> bool:
         return self.alpha > 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        if not self.gradient_rank:  # STE: recorded as before the option existed (checkpoints stay valid)
+            del doc["gradient_rank"], doc["gradient_halfwidth"]
+        return doc
 
 
 # The recipes of the comparison in experiments/finetune/recipes/.
@@ -71,6 +81,8 @@ RECIPES = {
     "kd-aug-adam1e-3-cos": Recipe("kd-aug-adam1e-3-cos", "adam", 1e-3, augment=True),
     # the chosen recipe at a third of the peak rate (mild designs dip at 1e-3)
     "kd-adam3e-4-cos": Recipe("kd-adam3e-4-cos", "adam", 3e-4),
+    # the chosen recipe with the tables' own gradient (8 leading error components) instead of the STE
+    "kd-tg8-adam1e-3-cos": Recipe("kd-tg8-adam1e-3-cos", "adam", 1e-3, gradient_rank=8),
 }
 
 

@@ -269,6 +269,8 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
     elif recipe.distills:
         teacher_net = online_teacher(evaluator)
 
+    for layer in evaluator.layers:
+        layer.set_table_gradient(recipe.gradient_rank or None, recipe.gradient_halfwidth)
     keras.utils.set_random_seed(seed)
     train_model = _training_model(model, recipe, teacher_net)
     optimizer = make_optimizer(recipe, steps)
