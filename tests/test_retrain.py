@@ -48,6 +48,39 @@ def test_warmup_cosine_closed_form():
     assert float(no_warm(total)) == pytest.approx(0.01)
 
 
+def test_weight_average_matches_numpy_and_swaps_back():
+    """The average after each step against a numpy EMA of the weights recorded after each
+    step, with TF's num_updates warm-up of the decay."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    start = [np.array(v) for v in model.trainable_variables]
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append([np.array(v) for v in model.trainable_variables])
+
+    average = rt.WeightAverage(model.trainable_variables, 0.9)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype(np.float32), rng.normal(size=(64, 3)).astype(np.float32)
+    model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0, callbacks=[Record(), average])
+    expected = start
+    for t, weights in enumerate(seen):
+        d = min(0.9, (1 + t) / (10 + t))
+        expected = [d * a + (1 - d) * w for a, w in zip(expected, weights)]
+    assert len(seen) == 32 and int(average.updates.numpy()) == 32
+    for a, e in zip(average.averages, expected):
+        np.testing.assert_allclose(np.array(a), e, rtol=1e-5, atol=1e-6)
+    with average.swapped_in():
+        for v, e in zip(model.trainable_variables, expected):
+            np.testing.assert_allclose(np.array(v), e, rtol=1e-5, atol=1e-6)
+    for v, w in zip(model.trainable_variables, seen[-1]):
+        np.testing.assert_array_equal(np.array(v), w)
+
+
 @pytest.fixture(scope="module")
 def splits(dataset):
     from surrogate_nas.data.splits import make_splits
@@ -103,6 +136,33 @@ def test_online_teacher_model_pairs_the_design_with_the_all_exact_twin(float_mod
     assert not np.allclose(out[:, :c], out[:, c:], atol=1e-3)  # the design is not all-exact
 
 
+def test_feature_match_loss_is_the_mean_relative_error_power_of_the_layers(float_model, card, catalog, dataset,
+                                                                            splits):
+    """Layer-wise distillation: the loss the training model adds is the weight times the mean,
+    over the approximate layers, of |s - t|^2 / var(t), with s, t the layer's outputs in the
+    design and in an all-exact evaluator of its own (the reference)."""
+    import keras
+
+    ev = _evaluator(float_model, card, catalog, dataset)
+    ev.set_genome(GENOME)
+    recipe = rt.Recipe("kd-feat", "adam", 1e-3, epochs=1, feature_weight=2.5, batch_size=32)
+    train_model = rt._training_model(ev.model, recipe, rt.online_teacher(ev), ev.layers)
+    x = splits.x_train[:16].astype(np.float32)
+    out = np.asarray(train_model(x, training=False))
+    c = int(ev.model.output_shape[-1])
+    np.testing.assert_allclose(out[:, :c], np.asarray(ev._predict(x)), rtol=1e-5, atol=1e-4)
+    exact = _evaluator(float_model, card, catalog, dataset)
+    exact.set_genome(rt._exact_genome(exact))
+
+    def outputs(e):
+        return [np.asarray(keras.Model(e.model.inputs, layer.output)(x), np.float64) for layer in e.layers]
+
+    terms = [np.mean((s - t) ** 2) / np.var(t) for s, t in zip(outputs(ev), outputs(exact))]
+    assert len(terms) == len(GENOME) and max(terms) > 1e-4  # the design is not all-exact
+    assert len(train_model.losses) == 1
+    assert float(train_model.losses[0]) == pytest.approx(2.5 * np.mean(terms), rel=1e-3)
+
+
 class Kill(Exception):
     pass
 
@@ -130,7 +190,9 @@ def _strip(history):
     rt.Recipe("kd", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32),
     rt.Recipe("ce-aug", "sgd", 1e-2, epochs=2, alpha=0.0, augment=True, batch_size=32),
     rt.Recipe("kd-tg", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32, gradient_rank=4),
-], ids=["kd-cached", "ce-augmented", "kd-table-gradient"])
+    rt.Recipe("kd-ema", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32, ema=0.99),
+    rt.Recipe("kd-feat", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32, feature_weight=1.0),
+], ids=["kd-cached", "ce-augmented", "kd-table-gradient", "kd-weight-average", "kd-feature-match"])
 def test_resume_after_kill_equals_uninterrupted(recipe, float_model, card, catalog, dataset, splits, tmp_path):
     whole = rt.retrain(_evaluator(float_model, card, catalog, dataset), GENOME, splits, recipe, tmp_path / "whole",
                        teacher_cache=tmp_path / "cache", verbose=0, quiet=True)

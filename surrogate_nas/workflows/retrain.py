@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,10 @@ import tensorflow as tf
 from surrogate_nas.network.retraining import (  # noqa: F401
     RECIPES,
     DistillationLoss,
+    FeatureMatch,
     Recipe,
     WarmupCosine,
+    WeightAverage,
     make_optimizer,
 )
 
@@ -213,22 +216,31 @@ def _augmented(x, y, b, seed: int, epoch: int):
     return ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE).batch(b).prefetch(2)
 
 
-def _training_model(student, recipe: Recipe, teacher_net):
+def _training_model(student, recipe: Recipe, teacher_net, layers=()):
     """What `fit` trains: the student alone (cross-entropy), the student next to cached
-    teacher logits (an input), or the student next to a frozen online teacher."""
-    if not recipe.distills:
+    teacher logits (an input), or the student next to a frozen online teacher; with a
+    feature weight, `FeatureMatch` also compares the outputs of `layers` (the student's
+    approximate layers) with the teacher's layers of the same names."""
+    if not recipe.distills and not recipe.feature_weight:
         return student
     c = int(student.output_shape[-1])
     x = keras.Input(student.input_shape[1:])
 
-    def single(out):
-        return out[0] if isinstance(out, (list, tuple)) else out
+    def taps(net, names):
+        return keras.Model(net.inputs, [net.outputs[0], *[net.get_layer(n).output for n in names]],
+                           name=f"{net.name}_taps")(x, training=False if net is teacher_net else None)
 
-    if recipe.augment:
-        t = single(teacher_net(x, training=False))
-        return keras.Model(x, keras.layers.Concatenate()([single(student(x)), t]))
-    t = keras.Input((c,))
-    return keras.Model([x, t], keras.layers.Concatenate()([single(student(x)), t]))
+    if not recipe.online_teacher:
+        t = keras.Input((c,))
+        out = student(x)
+        return keras.Model([x, t], keras.layers.Concatenate()([out[0] if isinstance(out, (list, tuple)) else out, t]))
+    names = [layer.name for layer in layers] if recipe.feature_weight else []
+    s_out, *s_taps = taps(student, names)
+    t_out, *t_taps = taps(teacher_net, names)
+    out = keras.layers.Concatenate()([s_out, t_out]) if recipe.distills else s_out
+    if names:
+        out = FeatureMatch(recipe.feature_weight)([out, *[a for pair in zip(s_taps, t_taps) for a in pair]])
+    return keras.Model(x, out)
 
 
 def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibration=None, choosing=None,
@@ -262,21 +274,23 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
 
     untuned = _get(model.trainable_variables)
     teacher = teacher_net = None
-    if recipe.distills and not recipe.augment:
+    if recipe.online_teacher:
+        teacher_net = online_teacher(evaluator)
+    elif recipe.distills:
         teacher = np.zeros((len(splits.y_train), n_classes), np.float32)
         teacher[idx] = teacher_logits(evaluator, splits.x_train, teacher_cache, quiet)[idx] if teacher_cache is not None \
             else _all_exact_logits(evaluator, splits.x_train[idx])
-    elif recipe.distills:
-        teacher_net = online_teacher(evaluator)
 
     for layer in evaluator.layers:
         layer.set_table_gradient(recipe.gradient_rank or None, recipe.gradient_halfwidth)
     keras.utils.set_random_seed(seed)
-    train_model = _training_model(model, recipe, teacher_net)
+    train_model = _training_model(model, recipe, teacher_net, evaluator.layers)
     optimizer = make_optimizer(recipe, steps)
     train_model.compile(optimizer=optimizer, loss=DistillationLoss(n_classes, recipe.alpha, recipe.temperature,
                                                                    recipe.label_smoothing))
     optimizer.build(train_model.trainable_variables)
+    average = WeightAverage(model.trainable_variables, recipe.ema) if recipe.ema else None
+    averaged = [] if average is None else average.state
 
     state_path, best_path, hist_path = workdir / "state.npz", workdir / "best.npz", workdir / "history.json"
     doc = json.loads(hist_path.read_text()) if hist_path.is_file() else None
@@ -287,6 +301,7 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
             _set(model.trainable_variables, {k[2:]: z[k] for k in z.files if k.startswith("w_")})
             _set(optimizer.variables, {k[2:]: z[k] for k in z.files if k.startswith("o_")})
             _set(_rng_variables(train_model), {k[2:]: z[k] for k in z.files if k.startswith("r_")})
+            _set(averaged, {k[2:]: z[k] for k in z.files if k.startswith("a_")})
         history = doc["history"]
         if not quiet:
             print(f"resuming {workdir.name} after epoch {history[-1]['epoch']}", flush=True)
@@ -298,19 +313,21 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
     for epoch in range(len(history), recipe.epochs + 1):
         ds = _epoch_dataset(splits.x_train, splits.y_train, idx, teacher, recipe, n_classes, seed, epoch)
         start = time.time()
-        fit = train_model.fit(ds, initial_epoch=epoch - 1, epochs=epoch, verbose=verbose, callbacks=list(callbacks),
-                              shuffle=False)
+        fit = train_model.fit(ds, initial_epoch=epoch - 1, epochs=epoch, verbose=verbose,
+                              callbacks=[*callbacks, *([average] if average else [])], shuffle=False)
         seconds = time.time() - start
-        accuracy = evaluator.accuracy(genome)
-        lr = optimizer.learning_rate
-        history.append({"epoch": epoch, "tune_accuracy": accuracy, "loss": float(fit.history["loss"][-1]),
-                        "seconds": seconds, "lr_end": float(np.asarray(lr))})
-        best = max(history, key=lambda h: (h["tune_accuracy"], -h["epoch"]))
-        if best["epoch"] == epoch:
-            _save_npz(best_path, **{f"w_{k}": v for k, v in _get(model.trainable_variables).items()})
+        with average.swapped_in() if average else nullcontext():  # scored and kept: the average, when there is one
+            accuracy = evaluator.accuracy(genome)
+            lr = optimizer.learning_rate
+            history.append({"epoch": epoch, "tune_accuracy": accuracy, "loss": float(fit.history["loss"][-1]),
+                            "seconds": seconds, "lr_end": float(np.asarray(lr))})
+            best = max(history, key=lambda h: (h["tune_accuracy"], -h["epoch"]))
+            if best["epoch"] == epoch:
+                _save_npz(best_path, **{f"w_{k}": v for k, v in _get(model.trainable_variables).items()})
         _save_npz(state_path, **{f"w_{k}": v for k, v in _get(model.trainable_variables).items()},
                   **{f"o_{k}": v for k, v in _get(optimizer.variables).items()},
-                  **{f"r_{k}": v for k, v in _get(_rng_variables(train_model)).items()})
+                  **{f"r_{k}": v for k, v in _get(_rng_variables(train_model)).items()},
+                  **{f"a_{k}": v for k, v in _get(averaged).items()})
         _write_json(hist_path, {"recipe": recipe.to_dict(), "genome": list(genome), "history": history})
         if not quiet:
             print(f"{workdir.name} epoch {epoch}/{recipe.epochs}: tuning accuracy {accuracy:.4f} ({seconds:.0f} s)",
