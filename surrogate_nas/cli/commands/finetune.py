@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "twin, Adam 1e-3, warm-up + cosine, 4 epochs on all 45,000 images; kd-aug-adam1e-3-cos, "
                         "kd-adam3e-4-cos, kd-sgd2e-2-cos, kd-tg8-adam1e-3-cos (the tables' own gradient), "
                         "kd-ema-adam1e-3-cos (a moving average of the weights scored and kept), "
+                        "kd-feat-adam1e-3-cos (layer-wise distillation from the all-exact twin), "
                         "ce-adam1e-4): checkpointed after every epoch (a rerun resumes), best epoch on the run's "
                         "search set, kept only when better than the un-tuned design on all validation images; "
                         "--epochs, --lr and --train-images override the recipe's")
