@@ -118,13 +118,13 @@ def test_teacher_cache_reused_and_invalidated(float_model, card, catalog, datase
     assert len(calls) == 2 and len(list(tmp_path.glob("teacher-*.npy"))) == 2
 
 
-def test_online_teacher_model_pairs_the_design_with_the_all_exact_twin(float_model, card, catalog, dataset, splits):
-    """Distillation on augmented batches: the training model's first columns are the design's
-    logits, the last ones the all-exact twin's (an evaluator of its own is the reference)."""
+def _online_pair(recipe, float_model, card, catalog, dataset, splits):
+    """The design's training model with an online teacher, run on 16 training images, and an
+    all-exact evaluator of its own as the reference; checks the design's columns on the way."""
     ev = _evaluator(float_model, card, catalog, dataset)
     ev.set_genome(GENOME)
-    recipe = rt.Recipe("kd-aug", "adam", 1e-3, epochs=1, augment=True, batch_size=32)
-    train_model = rt._training_model(ev.model, recipe, rt.online_teacher(ev))
+    layers = ev.layers if recipe.feature_weight else ()
+    train_model = rt._training_model(ev.model, recipe, rt.online_teacher(ev), layers)
     x = splits.x_train[:16].astype(np.float32)
     out = np.asarray(train_model(x, training=False))
     c = int(ev.model.output_shape[-1])
@@ -132,6 +132,14 @@ def test_online_teacher_model_pairs_the_design_with_the_all_exact_twin(float_mod
     np.testing.assert_allclose(out[:, :c], np.asarray(ev._predict(x)), rtol=1e-5, atol=1e-4)
     exact = _evaluator(float_model, card, catalog, dataset)
     exact.set_genome(rt._exact_genome(exact))
+    return ev, exact, train_model, x, out, c
+
+
+def test_online_teacher_model_pairs_the_design_with_the_all_exact_twin(float_model, card, catalog, dataset, splits):
+    """Distillation on augmented batches: the training model's first columns are the design's
+    logits, the last ones the all-exact twin's (an evaluator of its own is the reference)."""
+    recipe = rt.Recipe("kd-aug", "adam", 1e-3, epochs=1, augment=True, batch_size=32)
+    ev, exact, train_model, x, out, c = _online_pair(recipe, float_model, card, catalog, dataset, splits)
     np.testing.assert_allclose(out[:, c:], np.asarray(exact._predict(x)), rtol=1e-5, atol=1e-4)
     assert not np.allclose(out[:, :c], out[:, c:], atol=1e-3)  # the design is not all-exact
 
@@ -143,16 +151,8 @@ def test_feature_match_loss_is_the_mean_relative_error_power_of_the_layers(float
     design and in an all-exact evaluator of its own (the reference)."""
     import keras
 
-    ev = _evaluator(float_model, card, catalog, dataset)
-    ev.set_genome(GENOME)
     recipe = rt.Recipe("kd-feat", "adam", 1e-3, epochs=1, feature_weight=2.5, batch_size=32)
-    train_model = rt._training_model(ev.model, recipe, rt.online_teacher(ev), ev.layers)
-    x = splits.x_train[:16].astype(np.float32)
-    out = np.asarray(train_model(x, training=False))
-    c = int(ev.model.output_shape[-1])
-    np.testing.assert_allclose(out[:, :c], np.asarray(ev._predict(x)), rtol=1e-5, atol=1e-4)
-    exact = _evaluator(float_model, card, catalog, dataset)
-    exact.set_genome(rt._exact_genome(exact))
+    ev, exact, train_model, x, _, _ = _online_pair(recipe, float_model, card, catalog, dataset, splits)
 
     def outputs(e):
         return [np.asarray(keras.Model(e.model.inputs, layer.output)(x), np.float64) for layer in e.layers]
