@@ -192,7 +192,8 @@ def _strip(history):
     rt.Recipe("kd-tg", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32, gradient_rank=4),
     rt.Recipe("kd-ema", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32, ema=0.99),
     rt.Recipe("kd-feat", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32, feature_weight=1.0),
-], ids=["kd-cached", "ce-augmented", "kd-table-gradient", "kd-weight-average", "kd-feature-match"])
+    rt.Recipe("kd-clip", "adam", 3e-3, epochs=2, warmup_epochs=0.5, batch_size=32, weight_clip=2.0),
+], ids=["kd-cached", "ce-augmented", "kd-table-gradient", "kd-weight-average", "kd-feature-match", "kd-weight-clip"])
 def test_resume_after_kill_equals_uninterrupted(recipe, float_model, card, catalog, dataset, splits, tmp_path):
     whole = rt.retrain(_evaluator(float_model, card, catalog, dataset), GENOME, splits, recipe, tmp_path / "whole",
                        teacher_cache=tmp_path / "cache", verbose=0, quiet=True)
@@ -209,6 +210,36 @@ def test_resume_after_kill_equals_uninterrupted(recipe, float_model, card, catal
     assert [h["epoch"] for h in whole.history] == [0, 1, 2]
     assert _strip(resumed.history) == _strip(whole.history)
     assert resumed.best_epoch == whole.best_epoch
+
+
+def test_weight_clip_keeps_every_step_within_the_starting_range(float_model, card, catalog, dataset, splits, tmp_path):
+    """With weight_clip = c every approximate kernel stays, after every training step, within
+    its starting mean +- c standard deviations (numpy on the starting kernel is the reference);
+    epoch 0 is the design as searched (unclipped), and no constraint outlives the retraining."""
+    import keras
+
+    ev = _evaluator(float_model, card, catalog, dataset)
+    ev.set_genome(GENOME)
+    before = ev.accuracy(GENOME)
+    start = [np.asarray(layer.kernel.numpy(), np.float64) for layer in ev.layers]
+    bounds = [(k.mean() - 1.5 * k.std(), k.mean() + 1.5 * k.std()) for k in start]
+    assert all((k < lo).any() and (k > hi).any() for k, (lo, hi) in zip(start, bounds))  # the clip bites
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append([layer.kernel.numpy() for layer in ev.layers])
+
+    recipe = rt.Recipe("kd-clip", "adam", 3e-3, epochs=1, train_images=96, batch_size=32, weight_clip=1.5)
+    result = rt.retrain(ev, GENOME, splits, recipe, tmp_path / "w", teacher_cache=tmp_path / "cache", verbose=0,
+                        quiet=True, callbacks=[Record()])
+    assert result.history[0]["tune_accuracy"] == before
+    assert len(seen) == 3
+    for kernels in seen:
+        for k, (lo, hi) in zip(kernels, bounds):
+            assert k.min() >= lo - 1e-6 and k.max() <= hi + 1e-6
+            assert np.isclose(k.min(), lo, atol=1e-6) or np.isclose(k.max(), hi, atol=1e-6)
+    assert all(layer.kernel.constraint is None for layer in ev.layers)
 
 
 def test_band_candidates_on_a_hand_made_front():

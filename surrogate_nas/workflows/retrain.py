@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from surrogate_nas.network.retraining import (  # noqa: F401
     RECIPES,
+    ClipRange,
     DistillationLoss,
     FeatureMatch,
     Recipe,
@@ -273,6 +274,8 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
     steps = len(idx) // b
 
     untuned = _get(model.trainable_variables)
+    ranges = [ClipRange.around(layer.kernel.numpy(), recipe.weight_clip) for layer in evaluator.layers] \
+        if recipe.weight_clip else []
     teacher = teacher_net = None
     if recipe.online_teacher:
         teacher_net = online_teacher(evaluator)
@@ -310,6 +313,10 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
         _save_npz(best_path, **{f"w_{k}": v for k, v in untuned.items()})
         _write_json(hist_path, {"recipe": recipe.to_dict(), "genome": list(genome), "history": history})
 
+    for layer, clip in zip(evaluator.layers, ranges):  # after epoch 0: that is the design as searched
+        layer.kernel.constraint = clip
+        layer.kernel.assign(clip(layer.kernel))
+
     for epoch in range(len(history), recipe.epochs + 1):
         ds = _epoch_dataset(splits.x_train, splits.y_train, idx, teacher, recipe, n_classes, seed, epoch)
         start = time.time()
@@ -333,6 +340,8 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
             print(f"{workdir.name} epoch {epoch}/{recipe.epochs}: tuning accuracy {accuracy:.4f} ({seconds:.0f} s)",
                   flush=True)
 
+    for layer in evaluator.layers[:len(ranges)]:
+        layer.kernel.constraint = None
     # best epoch on the tuning images (epoch 0, the un-tuned design, when no epoch beats it)
     best = max(history, key=lambda h: (h["tune_accuracy"], -h["epoch"]))
     with np.load(best_path) as z:
