@@ -188,6 +188,10 @@ CASES = {
                                    r"--test-images: must be between 1 and 100"),
     "study-file-test-images-too-many": (["study", "bad.studies.ok", "bad.studies.too_many_test", "--search-images", "20"],
                                         {}, r"too_many_test\.toml: --test-images: must be between 1 and 100"),
+    "finetune-weight-clip-negative": (["finetune", "somewhere", "--recipe", "kd-adam1e-3-cos", "--weight-clip", "-1"],
+                                      {}, r"--weight-clip: needs --recipe and a value >= 0 \(0 = off\), got -1\.0"),
+    "finetune-weight-clip-without-recipe": (["finetune", "somewhere", "--weight-clip", "3"], {},
+                                            r"--weight-clip: needs --recipe"),
     "train-seed-negative": (["train", "--seed", "-1"], {}, r"--seed must be >= 0"),
     "train-epochs-0": (["train", "--epochs", "0"], {}, r"--epochs must be >= 1"),
     # catalogs

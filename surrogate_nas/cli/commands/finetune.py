@@ -33,13 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "kd-adam3e-4-cos, kd-sgd2e-2-cos, kd-tg8-adam1e-3-cos (the tables' own gradient), "
                         "kd-ema-adam1e-3-cos (a moving average of the weights scored and kept), "
                         "kd-feat-adam1e-3-cos (layer-wise distillation from the all-exact twin), "
+                        "kd-clip3-adam1e-3-cos, kd-clip4-adam1e-3-cos (kernels kept within 3 / 4 std of their mean), "
                         "ce-adam1e-4): checkpointed after every epoch (a rerun resumes), best epoch on the run's "
                         "search set, kept only when better than the un-tuned design on all validation images; "
-                        "--epochs, --lr and --train-images override the recipe's")
+                        "--epochs, --lr, --train-images and --weight-clip override the recipe's")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs per design (default {DEFAULT_EPOCHS})")
     p.add_argument("--train-images", type=int, default=None,
                    help=f"stratified training subset per epoch (default {DEFAULT_TRAIN_IMAGES}; 0 = all 45,000)")
     p.add_argument("--lr", type=float, default=None, help=f"(peak) learning rate (default {DEFAULT_LR})")
+    p.add_argument("--weight-clip", type=float, default=None,
+                   help="with --recipe: keep each approximate kernel within mean +- this many standard deviations "
+                        "of its starting values (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-images", type=int, default=None, help="test images for re-scoring (default: all)")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/finetune)")
@@ -66,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--train-images: must be >= 0 (0 = all), got {args.train_images}")
     if args.lr is not None and not args.lr > 0:
         raise UserError(f"--lr: must be > 0, got {args.lr}")
+    if args.weight_clip is not None and (args.recipe is None or not 0 <= args.weight_clip < float("inf")):
+        raise UserError(f"--weight-clip: needs --recipe and a value >= 0 (0 = off), got {args.weight_clip}")
     recipe = None
     if args.recipe is not None:
         from dataclasses import replace
@@ -74,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
         if args.recipe not in RECIPES:
             raise UserError(f"--recipe: expected one of {', '.join(RECIPES)}, got {args.recipe!r}")
-        overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
+        overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("weight_clip", args.weight_clip))
+                     if v is not None}
         if args.train_images is not None:
             overrides["train_images"] = args.train_images or None
         recipe = replace(RECIPES[args.recipe], **overrides)
