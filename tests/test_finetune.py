@@ -219,6 +219,7 @@ def test_run_finetune_top_with_bands_retrains_the_highest_saving_bands(cli, tmp_
     for k, row in enumerate(rows, start=1):
         history = json.loads((run / "finetune" / f"design-{k}.work" / "history.json").read_text())
         assert history["recipe"]["name"] == "kd-adam1e-3-cos" and len(history["history"]) == 1 + 4
+        assert json.loads((run / "finetune" / f"design-{k}.json").read_text())["history"] == history["history"]
         assert row["kept"] in ("retrained", "untuned")
     summary = json.loads((run / "summary.json").read_text())
     assert [d["genome"] for d in summary["after_finetuning"]["retrained"]] == [r["genome"] for r in rows]

@@ -257,7 +257,7 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
         if before[1] is None:  # a point the run scored on validation only
             ev.set_genome(g)
             before = (before[0], ev.top1(test.images, test.labels))
-        kept = "retrained"
+        kept, extra = "retrained", {}
         if recipe is None:
             seconds, per_epoch, refit = finetune_design(ev, g, splits, calibration, epochs, lr, train_images, seed,
                                                         verbose=0 if quiet else 2)
@@ -266,6 +266,7 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
             done = retrain(ev, g, splits, recipe, out / f"design-{k}.work", calibration=calibration, choosing=choosing,
                            teacher_cache=ctx.rule_store, seed=seed, verbose=0 if quiet else 2, quiet=quiet)
             seconds, refit, kept = done.seconds, bool(done.compensation_refit), done.kept
+            extra = {"history": done.history}  # tuning-image accuracy after each epoch, in the card
             per_epoch = sum(h["seconds"] for h in done.history[1:]) / max(1, len(done.history) - 1)
             validation_after = max(done.choosing_before, done.choosing_after)  # the kept network's
             if before[0] is not None and abs(done.choosing_before - before[0]) > 1e-9 and not quiet:
@@ -276,7 +277,7 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
         result = FinetuneResult(g, ev.design_labels(g), ev.energy(g), before[0], before[1], after[0], after[1], epochs,
                                 n_train, seconds, per_epoch, refit, kept=kept)
         result.model_path = path.name  # next to finetune.csv
-        save_design(ev, path, {**settings, **result.row(genome_names(g, ctx.catalog))})
+        save_design(ev, path, {**settings, **result.row(genome_names(g, ctx.catalog)), **extra})
         results.append(result)
         if not quiet:
             print(f"design {k}: {';'.join(genome_names(g, ctx.catalog))}: validation {before[0]:.4f} -> {after[0]:.4f}, "
