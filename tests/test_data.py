@@ -263,6 +263,22 @@ def test_truncated_and_garbage_archives(png_folder, tmp_path):
         load_cifar10(archive, progress=False)
 
 
+def test_archive_cut_between_two_members_is_not_a_smaller_dataset(png_folder, tmp_path):
+    """tarfile alone reads a tar cut exactly after a member as a complete, shorter archive."""
+    root, _ = png_folder
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root, arcname="top")
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    cut = members[len(members) // 2].offset  # the header of a member in the middle
+    archive.write_bytes(archive.read_bytes()[:cut])
+    with tarfile.open(archive) as tar:
+        assert 0 < len(tar.getmembers()) < len(members)  # what tarfile makes of it, silently
+    with pytest.raises(UserError, match=r"a.tar: corrupt, truncated or unreadable archive at .*end-of-archive marker"):
+        load_cifar10(archive, progress=False)
+
+
 def test_wrong_image_size_names_the_file(png_folder, tmp_path):
     root, _ = png_folder
     Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(root / "train" / "dog" / "0001.png")

@@ -134,6 +134,20 @@ def _read_image_folder(root: Path, files: list[str], progress: bool):
     return arrays, _image_kind(files, classes, arrays[0].shape[1:]), classes
 
 
+class _EndMarkedInfo(tarfile.TarInfo):
+    """tarfile ends an iteration as quietly on a cut or garbled header as on the real end
+    (a zero block); this header class tells them apart, so that an archive cut between two
+    members is an error, not a smaller dataset."""
+
+    @classmethod
+    def fromtarfile(cls, tar):
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:
+            tar.end_marked = True
+            raise
+
+
 def _read_archive(path: Path, progress: bool):
     """Stream the tar once, decoding members as they come (no extraction to disk)."""
     images: dict[tuple[str, str, str], np.ndarray] = {}
@@ -142,7 +156,7 @@ def _read_archive(path: Path, progress: bool):
     tops: set[str] = set()
     member = None
     try:
-        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar, tqdm(
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*", tarinfo=_EndMarkedInfo) as tar, tqdm(
             total=path.stat().st_size, desc="decoding CIFAR-10", unit="B", unit_scale=True, disable=(not progress) or None
         ) as bar:
             for member in tar:
@@ -170,6 +184,8 @@ def _read_archive(path: Path, progress: bool):
                     raise UserError(f"{path}: {member.name}: image not directly in a class folder ({split}/<class>/<image>)")
                 dirs[split].add(rest[0])
                 images[(split, rest[0], rest[1])] = _decode_image(_member_bytes(tar, member), f"{path}: {member.name}")
+            if not getattr(tar, "end_marked", False):
+                raise tarfile.ReadError("it ends without tar's end-of-archive marker")
             bar.update(path.stat().st_size - bar.n)
     except _ARCHIVE_ERRORS as exc:
         at = f" at {member.name}" if member is not None else ""
