@@ -313,9 +313,10 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
         _save_npz(best_path, **{f"w_{k}": v for k, v in untuned.items()})
         _write_json(hist_path, {"recipe": recipe.to_dict(), "genome": list(genome), "history": history})
 
-    for layer, clip in zip(evaluator.layers, ranges):  # after epoch 0: that is the design as searched
-        layer.kernel.constraint = clip
-        layer.kernel.assign(clip(layer.kernel))
+    for i, layer in enumerate(evaluator.layers):  # after epoch 0: that is the design as searched
+        layer.kernel.constraint = ranges[i] if ranges else None  # None also clears one a killed call left
+        if ranges:
+            layer.kernel.assign(ranges[i](layer.kernel))
 
     for epoch in range(len(history), recipe.epochs + 1):
         ds = _epoch_dataset(splits.x_train, splits.y_train, idx, teacher, recipe, n_classes, seed, epoch)
@@ -340,7 +341,7 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
             print(f"{workdir.name} epoch {epoch}/{recipe.epochs}: tuning accuracy {accuracy:.4f} ({seconds:.0f} s)",
                   flush=True)
 
-    for layer in evaluator.layers[:len(ranges)]:
+    for layer in evaluator.layers:
         layer.kernel.constraint = None
     # best epoch on the tuning images (epoch 0, the un-tuned design, when no epoch beats it)
     best = max(history, key=lambda h: (h["tune_accuracy"], -h["epoch"]))
