@@ -341,6 +341,30 @@ def test_sequential_model_and_saved_twin():
     np.testing.assert_array_equal(np.asarray(loaded(images, training=False)), logits)
 
 
+def test_percentile_input_ranges_match_numpy():
+    """`calibrate --input-percentile`: each layer's range ends at that percentile of its
+    inputs (numpy on a numpy forward pass); the low end moves only where inputs go
+    negative; 100 is min..max."""
+    from surrogate_nas.network.layers import approximable_layers
+    from surrogate_nas.network.measure import calibrate_input_ranges
+
+    model = keras.Sequential([keras.Input((10, 10, 3)), L.Rescaling(1 / 127.5, offset=-1),
+                              L.Conv2D(5, 3, activation="relu", name="a"), L.Conv2D(4, 3, name="b")])
+    images = np.random.default_rng(2).integers(0, 256, (30, 10, 10, 3)).astype(np.float32)
+    layers = approximable_layers(model, "conv")
+    x_a = images.astype(np.float64) / 127.5 - 1
+    kernel, bias = (w.numpy() for w in model.get_layer("a").weights)
+    x_b = relu(conv2d(x_a, kernel, bias, padding="valid"))
+    assert x_a.min() < 0 and x_b.min() == 0
+    full = calibrate_input_ranges(model, images, layers=layers)
+    assert np.allclose(full, [(x_a.min(), x_a.max()), (0, x_b.max())], rtol=1e-5, atol=1e-6)
+    for p in (99.0, 90.0):
+        got = calibrate_input_ranges(model, images, layers=layers, percentile=p)
+        expected = [(np.percentile(x_a, 100 - p), np.percentile(x_a, p)), (0, np.percentile(x_b, p))]
+        assert np.allclose(got, expected, rtol=1e-5, atol=1e-6), p
+        assert got[0][1] < full[0][1] and got[1][1] < full[1][1]
+
+
 def test_dense_on_rank3_input_is_row_wise():
     """AxDense, like Dense, maps the last axis: each position is one row of the reference."""
     from surrogate_nas.emulation.layers import AxDense

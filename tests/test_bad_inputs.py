@@ -192,6 +192,10 @@ CASES = {
                                       {}, r"--weight-clip: needs --recipe and a value >= 0 \(0 = off\), got -1\.0"),
     "finetune-weight-clip-without-recipe": (["finetune", "somewhere", "--weight-clip", "3"], {},
                                             r"--weight-clip: needs --recipe"),
+    "calibrate-input-percentile-0": (["calibrate", "--input-percentile", "0"], {},
+                                     r"--input-percentile: must be in \(50, 100\], got 0"),
+    "calibrate-input-percentile-nan": (["calibrate", "--input-percentile", "nan"], {},
+                                       r"--input-percentile: must be in \(50, 100\], got nan"),
     "train-seed-negative": (["train", "--seed", "-1"], {}, r"--seed must be >= 0"),
     "train-epochs-0": (["train", "--epochs", "0"], {}, r"--epochs must be >= 1"),
     # catalogs

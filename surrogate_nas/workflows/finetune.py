@@ -251,7 +251,8 @@ def finetune_run(paths, run_dir: Path, out: Path, tolerances=(0.5, 1.0, 2.0, 5.0
         # private: its model is trained in place (with a recipe: scoring the run's search set, the tuning images)
         ev = ctx.build_evaluator("validation", None if recipe is None else record["search"]["search_images"])
         before = context["before"].get(g)
-        if before is None or method != run_method:
+        if before is None or method != run_method or ctx.evaluator.fingerprint != record.get("fingerprint"):
+            # not scored as the run scored it (another compensation, model or calibration)
             ev.set_genome(g)
             before = (ev.accuracy(g) if recipe is None else None, None)  # a recipe's retrain measures it
         if before[1] is None:  # a point the run scored on validation only
