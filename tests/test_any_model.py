@@ -363,6 +363,12 @@ def test_percentile_input_ranges_match_numpy():
         expected = [(np.percentile(x_a, 100 - p), np.percentile(x_a, p)), (0, np.percentile(x_b, p))]
         assert np.allclose(got, expected, rtol=1e-5, atol=1e-6), p
         assert got[0][1] < full[0][1] and got[1][1] < full[1][1]
+    # a subsample (here 80 values a batch; every 40th would see one channel) follows every channel, even when their scales alternate
+    model.get_layer("a").set_weights([np.concatenate([kernel[..., :1], 50 * kernel[..., 1:2], kernel[..., 2:3],
+                                                      50 * kernel[..., 3:4], kernel[..., 4:]], -1), 0 * bias])
+    x_b = relu(conv2d(x_a, model.get_layer("a").weights[0].numpy(), None, padding="valid"))
+    got = calibrate_input_ranges(model, images, layers=layers, percentile=90.0, batch_size=10, max_values=80)
+    assert abs(got[1][1] - np.percentile(x_b, 90)) < 0.25 * np.percentile(x_b, 90)
 
 
 def test_dense_on_rank3_input_is_row_wise():

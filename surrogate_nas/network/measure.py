@@ -24,26 +24,31 @@ def _tap_outputs(taps, batch) -> list:
 
 
 def calibrate_input_ranges(model: keras.Model, images: np.ndarray, batch_size: int = 500,
-                           layers=None, percentile: float = 100.0) -> list[tuple[float, float]]:
+                           layers=None, percentile: float = 100.0,
+                           max_values: int = 2_000_000) -> list[tuple[float, float]]:
     """Each approximable layer's input range over calibration images (float model): min
     and max (tf-approximate's range), or with `percentile` < 100 the range that clips the
     rarest values, so that the 256 codes cover the bulk of the activations and a
     circuit's error, fixed in code units, is smaller next to them. The low end is the
-    `100 - percentile` percentile only where inputs go negative (a ReLU input keeps 0)."""
+    `100 - percentile` percentile only where inputs go negative (a ReLU input keeps 0).
+    A percentile is taken over at most `max_values` values per batch, drawn at random
+    (seeded): a strided subsample would alias with the channel axis."""
     layers = approximable_layers(model, "conv") if layers is None else layers
     taps = _taps(model, layers)
-    outs = [[] for _ in layers]
+    rng = np.random.default_rng(0)
+    ends = [[] for _ in layers]
+    samples = [[] for _ in layers]
     for start in range(0, len(images), batch_size):
         for i, t in enumerate(_tap_outputs(taps, images[start : start + batch_size])):
             flat = t.numpy().ravel()
-            # a percentile needs the values (every k-th keeps a batch under ~2M), min/max only the ends
-            outs[i].append(flat[:: max(1, flat.size // 2_000_000)] if percentile < 100 else
-                           np.array([flat.min(), flat.max()], np.float32))
+            ends[i] += [float(flat.min()), float(flat.max())]
+            if percentile < 100:
+                samples[i].append(flat if flat.size <= max_values else flat[rng.integers(0, flat.size, max_values)])
     ranges = []
-    for parts in outs:
-        values = np.concatenate(parts)
-        low, high = float(values.min()), float(values.max())  # min/max: every batch's ends are kept
+    for i in range(len(layers)):
+        low, high = min(ends[i]), max(ends[i])
         if percentile < 100:
+            values = np.concatenate(samples[i])
             high = float(np.percentile(values, percentile))
             low = min(0.0, float(np.percentile(values, 100 - percentile))) if low < 0 else low
         ranges.append((low, high))
