@@ -305,3 +305,43 @@ def test_finetune_with_a_recipe_keeps_a_retrained_design_only_when_better_on_val
 def test_unknown_recipe_is_one_line(cli, tmp_path):
     r = cli("finetune", tmp_path, "--recipe", "nope", paths=False)
     assert r.rc == 2 and len(r.err_lines) == 1 and "--recipe" in r.err and "kd-adam1e-3-cos" in r.err, r.err
+
+
+def test_finetune_on_another_card_scores_before_on_that_card(finetuned, project, dataset, tmp_path, capsys):
+    """`finetune --model M` on a run searched with another card (here: input ranges at the
+    60th percentile) measures the design's accuracy before retraining on M, as `evaluate`
+    does on all validation images, instead of taking the run's record. The record is made
+    unmistakable (an accuracy no 30-image set can give) in a copy of the run."""
+    import shutil
+
+    from conftest import isolated_cwd, write_csv
+
+    from surrogate_nas import cli
+    from surrogate_nas.data.splits import make_splits
+
+    _, run = finetuned
+    copy = run.parent / "r-record-edited"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("finetune*", "rescored_bits*"), dirs_exist_ok=True)
+    rows = read_csv(copy / "rescored.csv")
+    exact = next(r for r in rows if r["role"] == "all-exact")
+    exact["validation_accuracy"] = "0.987654"
+    write_csv(copy / "rescored.csv", rows)
+    model = tmp_path / "p60.keras"
+    shutil.copy(project.model, model)
+    base = run.parent.parent
+    with isolated_cwd(base):
+        finetune = ["finetune", str(copy), "--genome", exact["genome_indices"], "--epochs", "1", "--train-images", "64",
+                    "--test-images", "20"]
+        assert cli.main(finetune + ["--out", str(tmp_path / "same")] + project.flags(cache=base / "cache")) == 0
+        assert cli.main(["calibrate", "--model", str(model), "--input-percentile", "60", "--data", str(project.data),
+                         "--cache", str(base / "cache")]) == 0
+        flags = project.flags(cache=base / "cache", model=model)
+        assert cli.main(finetune + ["--out", str(tmp_path / "p60")] + flags) == 0
+        capsys.readouterr()
+        n_val = len(make_splits(dataset, seed=0).y_val)
+        assert cli.main(["evaluate", "--genome", exact["genome_indices"], "--split", "validation", "--images",
+                         str(n_val), "--compensation", "bias", "--json"] + flags) == 0
+    measured = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert float(read_csv(tmp_path / "same" / "finetune.csv")[0]["validation_before"]) == 0.987654  # the record's
+    assert float(read_csv(tmp_path / "p60" / "finetune.csv")[0]["validation_before"]) == pytest.approx(
+        measured["accuracy"], abs=1e-12)
