@@ -106,6 +106,8 @@ def test_soup_of_other_designs_or_of_one_is_one_line(soup, cli, tmp_path):
     (other / "design-1.json").write_text(json.dumps(doc))
     for argv, needle in ([(base / "ft0" / "design-1.keras", other / "design-1.keras"), "genome_indices"],
                          [(base / "ft0" / "design-1.keras",), "at least two"],
-                         [(base / "ft0" / "design-1.keras", tmp_path / "missing.keras"), "missing.keras"]):
+                         [(base / "ft0" / "design-1.keras", tmp_path / "missing.keras"), "missing.keras"],
+                         [(base / "ft0" / "design-1.keras", base / "ft1" / "design-1.keras", "--model",
+                           tmp_path / "another.keras"), "--model"]):
         r = cli("soup", *argv, "--out", tmp_path / "s")
         assert r.rc == 2 and len(r.err_lines) == 1 and needle in r.err, r.err

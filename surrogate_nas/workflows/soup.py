@@ -80,8 +80,9 @@ def install(evaluator, genome, weights: list[np.ndarray], calibration) -> bool:
 
 def greedy_soup(evaluator, genome, weight_sets, calibration, quiet: bool = True, score=None) -> dict:
     """Wortsman et al.'s greedy soup, scored by `score()` (higher is better; default: the
-    evaluator's accuracy on its images, the tuning images). Returns each ingredient's own accuracy, the order tried, which were added and the
-    accuracy of the soup after each try; the evaluator is left holding the soup."""
+    evaluator's accuracy on its images, the tuning images). Returns each ingredient's own
+    accuracy, the order tried, which were added and the accuracy of the soup after each try;
+    the evaluator is left holding the soup."""
     score = score or (lambda: evaluator.accuracy(genome))
     own = []
     for i, ws in enumerate(weight_sets):
@@ -121,7 +122,7 @@ def soup_designs(paths, design_paths, out: Path, quiet: bool = False) -> dict:
     cards = read_cards(design_paths)
     first, root = cards[0], project_root(paths)
     run_dir, model = from_record(first["source_run"], root), from_record(first["model"], root)
-    if paths.model is not None and paths.model.resolve() != model.resolve():
+    if paths.model is not None and "model" not in paths.from_config_file and paths.model.resolve() != model.resolve():
         raise UserError(f"--model {paths.model}: the designs were retrained from {first['model']}")
     record = read_run_record(run_dir)
     ctx, _ = Context.from_run(run_dir, replace(paths, model=model), quiet=quiet,
@@ -148,7 +149,8 @@ def soup_designs(paths, design_paths, out: Path, quiet: bool = False) -> dict:
         "energy": ev.energy(genome), "energy_saving_pct": 100 * (1 - ev.energy(genome)),
         "rule": "greedy soup (Wortsman et al. 2022) on the run's search set; kept only when more accurate than the "
                 "un-tuned design on all validation images; test only reported",
-        "ingredients": [{"path": portable(p, root), "recipe": (c.get("recipe") or {}).get("name"), "seed": c.get("seed"),
+        "ingredients": [{"path": portable(p, root), "recipe": (c.get("recipe") or {}).get("name"),
+                         "seed": c.get("seed"),
                          "epochs": c.get("epochs"), "validation_after": c.get("validation_after"),
                          "test_after": c.get("test_after"), "tuning_accuracy": soup["own_accuracy"][i],
                          "added": i in soup["added"]} for i, (p, c) in enumerate(zip(design_paths, cards))],
