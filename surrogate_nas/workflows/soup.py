@@ -12,6 +12,7 @@ Energy is the design's: the circuits do not change.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -119,6 +120,7 @@ def soup_designs(paths, design_paths, out: Path, quiet: bool = False) -> dict:
     from surrogate_nas.workflows.retrain import _get, keep_better
     from surrogate_nas.workflows.run_folder import read_run_record
 
+    began = time.time()
     cards = read_cards(design_paths)
     first, root = cards[0], project_root(paths)
     run_dir, model = from_record(first["source_run"], root), from_record(first["model"], root)
@@ -158,7 +160,7 @@ def soup_designs(paths, design_paths, out: Path, quiet: bool = False) -> dict:
         "tuning_accuracy": soup["tuning_accuracy"], "compensation_refit": soup["compensation_refit"],
         "validation_before": before, "validation_after": max(before, after), "soup_validation": after, "kept": kept,
         "test_images": len(test.labels), "test_after": ev.top1(test.images, test.labels),
-        "test_before": first.get("test_before"),
+        "test_before": first.get("test_before"), "seconds": time.time() - began,
     }
     save_design(ev, Path(out) / "soup.keras", card)
     return card
