@@ -152,9 +152,8 @@ def soup_designs(paths, design_paths, out: Path, quiet: bool = False) -> dict:
         "rule": "greedy soup (Wortsman et al. 2022) on the run's search set; kept only when more accurate than the "
                 "un-tuned design on all validation images; test only reported",
         "ingredients": [{"path": portable(p, root), "recipe": (c.get("recipe") or {}).get("name"),
-                         "seed": c.get("seed"),
-                         "epochs": c.get("epochs"), "validation_after": c.get("validation_after"),
-                         "test_after": c.get("test_after"), "tuning_accuracy": soup["own_accuracy"][i],
+                         "seed": c.get("seed"), "epochs": c.get("epochs"),
+                         "validation_after": c.get("validation_after"), "test_after": c.get("test_after"), "tuning_accuracy": soup["own_accuracy"][i],
                          "added": i in soup["added"]} for i, (p, c) in enumerate(zip(design_paths, cards))],
         "tuning_order": [i + 1 for i in soup["order"]], "tuning_trace": soup["trace"],
         "tuning_accuracy": soup["tuning_accuracy"], "compensation_refit": soup["compensation_refit"],
