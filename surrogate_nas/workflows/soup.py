@@ -154,7 +154,8 @@ def soup_designs(paths, design_paths, out: Path, quiet: bool = False) -> dict:
         "ingredients": [{"path": portable(p, root), "recipe": (c.get("recipe") or {}).get("name"),
                          "seed": c.get("seed"), "epochs": c.get("epochs"),
                          "validation_after": c.get("validation_after"), "test_after": c.get("test_after"),
-                         "tuning_accuracy": soup["own_accuracy"][i], "added": i in soup["added"]} for i, (p, c) in enumerate(zip(design_paths, cards))],
+                         "tuning_accuracy": soup["own_accuracy"][i], "added": i in soup["added"]}
+                        for i, (p, c) in enumerate(zip(design_paths, cards))],
         "tuning_order": [i + 1 for i in soup["order"]], "tuning_trace": soup["trace"],
         "tuning_accuracy": soup["tuning_accuracy"], "compensation_refit": soup["compensation_refit"],
         "validation_before": before, "validation_after": max(before, after), "soup_validation": after, "kept": kept,
