@@ -70,12 +70,9 @@ def install(evaluator, genome, weights: list[np.ndarray], calibration) -> bool:
     """Put `weights` into the evaluator's network with the design's compensation as searched
     (the offsets every retraining trained with), then re-fit it when that lowers the
     cross-entropy on the calibration images (training split). Returns whether it re-fitted."""
-    from surrogate_nas.workflows.retrain import choose_refit
+    from surrogate_nas.workflows.retrain import choose_refit, restore_untuned
 
-    for v, w in zip(evaluator.model.trainable_variables, weights):
-        v.assign(w)
-    evaluator._current = [None] * len(evaluator.layers)
-    evaluator.set_genome(genome)
+    restore_untuned(evaluator, genome, {f"v{i}": w for i, w in enumerate(weights)})
     return choose_refit(evaluator, genome, evaluator.design_labels(genome), calibration)
 
 
@@ -93,8 +90,10 @@ def greedy_soup(evaluator, genome, weight_sets, calibration, quiet: bool = True,
             print(f"ingredient {i + 1}: tuning accuracy {own[-1]:.4f}", flush=True)
     order = sorted(range(len(weight_sets)), key=lambda i: (-own[i], i))
     added, best, trace = [order[0]], own[order[0]], [own[order[0]]]
+    holds, refit = None, None  # which ingredients the evaluator holds the average of, and its re-fit
     for i in order[1:]:
-        install(evaluator, genome, mean_weights([weight_sets[j] for j in added + [i]]), calibration)
+        holds, refit = added + [i], install(evaluator, genome, mean_weights([weight_sets[j] for j in added + [i]]),
+                                            calibration)
         accuracy = score()
         trace.append(accuracy)
         if not quiet:
@@ -102,7 +101,8 @@ def greedy_soup(evaluator, genome, weight_sets, calibration, quiet: bool = True,
                   f"({'added' if accuracy >= best else 'left out'})", flush=True)
         if accuracy >= best:
             added, best = added + [i], accuracy
-    refit = install(evaluator, genome, mean_weights([weight_sets[j] for j in added]), calibration)
+    if holds != added:  # the last average tried was left out: put the soup back
+        refit = install(evaluator, genome, mean_weights([weight_sets[j] for j in added]), calibration)
     return {"own_accuracy": own, "order": order, "added": sorted(added), "trace": trace, "tuning_accuracy": best,
             "compensation_refit": refit}
 
@@ -118,7 +118,6 @@ def soup_designs(paths, design_paths, out: Path, quiet: bool = False) -> dict:
     from surrogate_nas.workflows.context import Context
     from surrogate_nas.workflows.finetune import save_design
     from surrogate_nas.workflows.retrain import _get, keep_better
-    from surrogate_nas.workflows.run_folder import read_run_record
 
     began = time.time()
     cards = read_cards(design_paths)
@@ -126,18 +125,17 @@ def soup_designs(paths, design_paths, out: Path, quiet: bool = False) -> dict:
     run_dir, model = from_record(first["source_run"], root), from_record(first["model"], root)
     if paths.model is not None and "model" not in paths.from_config_file and paths.model.resolve() != model.resolve():
         raise UserError(f"--model {paths.model}: the designs were retrained from {first['model']}")
-    record = read_run_record(run_dir)
     ctx, _ = Context.from_run(run_dir, replace(paths, model=model), quiet=quiet,
                               compensation=first.get("compensation_method"))
-    if ctx.evaluator.card.get("weights_sha256") != first["weights_sha256"]:
+    ev = ctx.evaluator  # the run's search set: the tuning images; private to this call, trained weights go in
+    if ev.card.get("weights_sha256") != first["weights_sha256"]:
         raise UserError(f"{first['model']}: its weights are not those the designs were retrained from")
     splits = make_splits(ctx.data, seed=0)
-    calibration = calibration_set(splits, ctx.data.source_hash, int(ctx.evaluator.card.get("seed", 0)))
+    calibration = calibration_set(splits, ctx.data.source_hash, int(ev.card.get("seed", 0)))
     choosing = select_images(splits, ctx.data.source_hash, "validation", None)
     test = select_images(splits, ctx.data.source_hash, "test", first.get("test_images"))
 
     genome = tuple(int(v) for v in first["genome_indices"].split(","))
-    ev = ctx.build_evaluator("validation", record["search"]["search_images"])  # scores the tuning images
     ev.set_genome(genome)
     if ";".join(ev.design_labels(genome)) != first["compensation"]:
         raise UserError(f"{design_paths[0]}: compensation {first['compensation']} is not what the run's "
