@@ -123,13 +123,19 @@ def rescored_choices(run_dir: Path) -> dict:
 
 
 def run_random(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor: float, out_dir: Path) -> MethodRun:
-    """Uniform random genomes (the all-exact genome first, as every method gets)."""
+    """Uniform random genomes (the all-exact genome first, as every method gets), each
+    repaired to `--max-distinct` as NSGA-II's are, when it is given."""
+    from surrogate_nas.workflows.run import distinct_limit
+
+    limit = distinct_limit(ctx, base)
     truth, history, run_id = _baseline_truth(ctx, "random", seed, budget, tag, base, floor, out_dir)
     rng = np.random.default_rng(seed)
     start = time.time()
     n_layers = len(ctx.evaluator.layers)
     genomes = [(ctx.exact_index,) * n_layers] + [tuple(int(g) for g in rng.integers(0, len(ctx.catalog), n_layers))
                                                  for _ in range(50 * budget - 1)]
+    if limit is not None:
+        genomes = [limit.repair_one(g) for g in genomes]
     try:
         truth.evaluate(genomes, 0, "random")
     except BudgetExhausted:
@@ -183,9 +189,14 @@ def optuna_sampler(method: str, seed: int):
 
 def run_optuna(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor: float, out_dir: Path,
                method: str = "optuna") -> MethodRun:
-    """An Optuna sampler (`optuna_sampler`) over one categorical choice per layer."""
+    """An Optuna sampler (`optuna_sampler`) over one categorical choice per layer. With
+    `--max-distinct`, a trial's genome is repaired as NSGA-II's are and the sampler is told
+    the repaired genome's objectives (its objective is score(repair(genome)))."""
     import optuna
 
+    from surrogate_nas.workflows.run import distinct_limit
+
+    limit = distinct_limit(ctx, base)
     truth, history, run_id = _baseline_truth(ctx, method, seed, budget, tag, base, floor, out_dir)
     start = time.time()
     if replay_recorded(truth, out_dir / "runs" / run_id, budget, method):
@@ -202,6 +213,8 @@ def run_optuna(ctx, seed: int, budget: int, tag: str, base: SearchConfig, floor:
     for _ in range(50 * budget):
         trial = study.ask()
         genome = tuple(trial.suggest_categorical(f"layer{i + 1}", choices) for i in range(n_layers))
+        if limit is not None:
+            genome = limit.repair_one(genome)
         try:
             accuracy = truth.accuracy(genome, trial.number, method)
         except BudgetExhausted:

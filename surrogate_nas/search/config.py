@@ -110,6 +110,8 @@ class SearchConfig:
                                         "error) by fewer than K others; the rest get bias (0: measure all; default: "
                                         f"0 up to {AUTO_PRUNE_ABOVE} circuits, {AUTO_PRUNE_K} above)", parse=int)
     approximate: str = setting("conv", "which layers get a multiplier (one gene each): conv (default) or conv+dense")
+    max_distinct: int | None = setting(None, "every design uses at most K distinct circuits, as hardware shares "
+                                             "multipliers (default: no limit)", parse=int)
     finetune_top: int = setting(0, "retrain K points at the end, as --finetune-points says (default 0)")
     finetune_points: str = setting(DEFAULT_POINTS, "which points --finetune-top K retrains: tolerances in pp (the "
                                                    "validation choices within the first K) or band[:LO-HI/WIDTH] (the "
@@ -181,6 +183,8 @@ class SearchConfig:
 
             if self.finetune_recipe not in RECIPES:
                 bad("finetune-recipe", f"expected one of {', '.join(RECIPES)}, got {self.finetune_recipe!r}")
+        if self.max_distinct is not None and self.max_distinct < 1:
+            bad("max-distinct", f"must be between 1 and the number of approximable layers, got {self.max_distinct}")
         if self.prune_k is not None and self.prune_k < 0:
             bad("prune-k", f"must be >= 0 (0: no pruning), got {self.prune_k}")
         if self.seed_set_size is not None and self.seed_set_size < 1:

@@ -19,6 +19,7 @@ import numpy as np
 from pymoo.core.termination import NoTermination
 
 from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.search.distinct import CircuitLimit
 from surrogate_nas.search.problem import (
     AssignmentProblem,
     SpaceWatch,
@@ -29,22 +30,23 @@ from surrogate_nas.search.truth import BudgetExhausted, TrueEvaluations
 
 
 def run_full(config: SearchConfig, truth: TrueEvaluations, n_choices: int, exact_index: int, energy_batch,
-             on_generation=None, *, n_layers: int, powers=None) -> int:
+             on_generation=None, *, n_layers: int, powers=None, limit: CircuitLimit | None = None) -> int:
     """Plain NSGA-II: every offspring gets a true evaluation. Returns generations done.
     `config.initial` "seed-set" starts it like surrogate mode (seed set, then its best
-    population) and differs from it only in the screening: the seeding ablation."""
+    population) and differs from it only in the screening: the seeding ablation.
+    `limit`: every genome it asks for is repaired to at most K distinct circuits."""
     problem = AssignmentProblem(n_layers, n_choices)
     start = [(exact_index,) * n_layers]
     if config.initial == "seed-set":
         from surrogate_nas.search.seeding import seed_population
 
         start = seed_population(config, truth, n_choices, exact_index, powers, energy_batch,
-                                np.random.default_rng(config.seed), n_layers)
+                                np.random.default_rng(config.seed), n_layers, limit)
         if start is None:
             return 0
-    algorithm = make_algorithm(config, start)
+    algorithm = make_algorithm(config, start, limit=limit)
     algorithm.setup(problem, termination=NoTermination(), seed=config.seed)
-    watch = SpaceWatch(truth, n_choices, n_layers, config.stall_generations)
+    watch = SpaceWatch(truth, n_choices, n_layers, config.stall_generations, limit)
     generation = 0
     while config.generations is None or generation < config.generations:
         pop = algorithm.ask()

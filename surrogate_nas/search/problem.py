@@ -13,6 +13,7 @@ from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 
 from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.search.distinct import CircuitLimit, DistinctRepair, space_size
 from surrogate_nas.search.truth import TrueEvaluations
 
 
@@ -30,44 +31,56 @@ class AssignmentProblem(Problem):
 
 
 class SeededSampling(Sampling):
-    """Initial population: the given genomes (e.g. all-exact) first, then random ones."""
+    """Initial population: the given genomes (e.g. all-exact) first, then random ones
+    (repaired to `limit`, when there is one)."""
 
-    def __init__(self, fixed: list[tuple[int, ...]]):
+    def __init__(self, fixed: list[tuple[int, ...]], limit: CircuitLimit | None = None):
         super().__init__()
-        self.fixed = [tuple(g) for g in fixed]
+        self.limit = limit
+        self.fixed = [tuple(g) if limit is None else limit.repair_one(g) for g in fixed]
 
     def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
         xl, xu = problem.bounds()
         rows = list(dict.fromkeys(self.fixed))[:n_samples]
         seen = set(rows)
+        space = np.prod(xu - xl + 1) if self.limit is None else self.limit.space()
         while len(rows) < n_samples:
             genome = tuple(int(random_state.integers(xl[k], xu[k] + 1)) for k in range(problem.n_var))
-            if genome not in seen or len(seen) >= np.prod(xu - xl + 1):
+            if self.limit is not None:
+                genome = self.limit.repair_one(genome)
+            if genome not in seen or len(seen) >= space:
                 rows.append(genome)
                 seen.add(genome)
         return np.array(rows, dtype=float)
 
 
-def make_algorithm(config: SearchConfig, fixed: list[tuple[int, ...]], n_offsprings: int | None = None) -> NSGA2:
+def make_algorithm(config: SearchConfig, fixed: list[tuple[int, ...]], n_offsprings: int | None = None,
+                   limit: CircuitLimit | None = None) -> NSGA2:
+    """`limit`: pymoo repairs the initial population and every offspring of crossover and
+    mutation to it (before duplicate elimination); None leaves NSGA-II as it was."""
+    repair = {} if limit is None else {"repair": DistinctRepair(limit)}
     return NSGA2(
         pop_size=config.pop_size,
         n_offsprings=n_offsprings,
-        sampling=SeededSampling(fixed),
+        sampling=SeededSampling(fixed, limit),
         crossover=SBX(prob=config.crossover_prob, prob_var=config.sbx_prob_var, eta=config.crossover_eta, vtype=float, repair=RoundingRepair()),
         mutation=PM(prob=1.0, prob_var=config.mutation_prob, eta=config.mutation_eta, vtype=float, repair=RoundingRepair()),
         eliminate_duplicates=True,
+        **repair,
     )
 
 
 class SpaceWatch:
     """Ends a search that can find nothing new: every genome of a small search space is
     evaluated, or the population has produced no new genome for `stall`
-    generations (a tiny space nearly used up). Says which, in one line."""
+    generations (a tiny space nearly used up). Says which, in one line. With a `limit`,
+    the space is its feasible genomes."""
 
-    def __init__(self, truth: TrueEvaluations, n_choices: int, n_layers: int, stall: int = 50):
+    def __init__(self, truth: TrueEvaluations, n_choices: int, n_layers: int, stall: int = 50,
+                 limit: CircuitLimit | None = None):
         self.truth = truth
         self.stall = stall
-        self.space = n_choices**n_layers
+        self.space = space_size(n_choices, n_layers, limit)
         self.last_used = truth.used
         self.idle = 0
 

@@ -3,23 +3,23 @@ energy, so that the first front and the surrogate's first fit cover the whole ra
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import RankAndCrowding
 from pymoo.core.population import Population
 
 from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.search.distinct import CircuitLimit, all_genomes, space_size
 from surrogate_nas.search.problem import AssignmentProblem, SpaceWatch
 from surrogate_nas.search.truth import BudgetExhausted, TrueEvaluations
 
 
 def seed_genomes(n_seed: int, n_choices: int, exact_index: int, powers: np.ndarray, rng: np.random.Generator,
-                 n_layers: int) -> list[tuple[int, ...]]:
+                 n_layers: int, limit: CircuitLimit | None = None) -> list[tuple[int, ...]]:
     """All-exact, then uniform genomes (one circuit everywhere) spread over the power
-    range, then a Latin-hypercube sample over the circuits of each layer. A space with
-    fewer genomes than `n_seed` gives all of them."""
-    n_seed = min(n_seed, n_choices**n_layers)
+    range, then a Latin-hypercube sample over the circuits of each layer (each row
+    repaired to `limit`, when there is one). A space with fewer genomes than `n_seed`
+    gives all of them."""
+    n_seed = min(n_seed, space_size(n_choices, n_layers, limit))
     genomes = [(exact_index,) * n_layers]
     uniform_budget = min(n_choices - 1, max(0, (2 * n_seed) // 3 - 1))
     by_power = [int(i) for i in np.argsort(powers) if i != exact_index]
@@ -29,28 +29,29 @@ def seed_genomes(n_seed: int, n_choices: int, exact_index: int, powers: np.ndarr
     while len(genomes) < n_seed and blocks < 1000:
         block = np.column_stack([rng.permutation(n_choices) for _ in range(n_layers)])
         for row in block:
-            genome = tuple(int(g) for g in row)
+            genome = tuple(int(g) for g in row) if limit is None else limit.repair_one(row)
             if genome not in genomes and len(genomes) < n_seed:
                 genomes.append(genome)
         blocks += 1
     if len(genomes) < n_seed:  # a small space nearly used up: the rest of it, in random order
         seen = set(genomes)
-        rest = [g for g in itertools.product(range(n_choices), repeat=n_layers) if g not in seen]
+        rest = [g for g in all_genomes(n_choices, n_layers, limit) if g not in seen]
         genomes += [rest[i] for i in rng.permutation(len(rest))[: n_seed - len(genomes)]]
     return genomes[:n_seed]
 
 
 def seed_population(config: SearchConfig, truth: TrueEvaluations, n_choices: int, exact_index: int, powers,
-                    energy_batch, rng: np.random.Generator, n_layers: int) -> list[tuple[int, ...]] | None:
+                    energy_batch, rng: np.random.Generator, n_layers: int,
+                    limit: CircuitLimit | None = None) -> list[tuple[int, ...]] | None:
     """Truly evaluate the seed set (`seed_fraction` of the budget, at least a population)
     and return its best `pop_size` genomes by rank and crowding: the initial population.
-    None when the budget or the search space ends first (said in one line)."""
-    seeds = seed_genomes(config.n_seed, n_choices, exact_index, powers, rng, n_layers)
+    None when the budget or the (feasible) search space ends first (said in one line)."""
+    seeds = seed_genomes(config.n_seed, n_choices, exact_index, powers, rng, n_layers, limit)
     try:
         truth.evaluate(seeds, 0, "seed")
     except BudgetExhausted:
         return None
-    watch = SpaceWatch(truth, n_choices, n_layers, config.stall_generations)
+    watch = SpaceWatch(truth, n_choices, n_layers, config.stall_generations, limit)
     if watch.exhausted:
         watch.say_exhausted()
         return None

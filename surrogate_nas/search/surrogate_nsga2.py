@@ -9,6 +9,7 @@ import numpy as np
 from pymoo.core.termination import NoTermination
 
 from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.search.distinct import CircuitLimit
 from surrogate_nas.search.pareto import hypervolume
 from surrogate_nas.search.problem import (
     AssignmentProblem,
@@ -51,17 +52,18 @@ def pick_for_truth(mu, sigma, energies, front_points, k, reference, kappa: float
 
 
 def run_surrogate(config: SearchConfig, truth: TrueEvaluations, features, powers, exact_index: int, energy, log: list,
-                  on_generation=None, on_choice=None) -> int:
+                  on_generation=None, on_choice=None, limit: CircuitLimit | None = None) -> int:
     """Search until the budget is spent. `features` turns genomes into the surrogate's
     inputs; `on_choice(text)` hears which surrogate kind was chosen and why, and
-    `on_generation(generation, log)` hears each finished generation (the caller writes files)."""
+    `on_generation(generation, log)` hears each finished generation (the caller writes files).
+    `limit`: seeds and offspring are repaired to it, so the screening sees feasible ones only."""
     rng = np.random.default_rng(config.seed)
     n_choices = len(powers)
     n_layers = features.n_layers
-    start_genomes = seed_population(config, truth, n_choices, exact_index, powers, energy.batch, rng, n_layers)
+    start_genomes = seed_population(config, truth, n_choices, exact_index, powers, energy.batch, rng, n_layers, limit)
     if start_genomes is None:
         return 0
-    watch = SpaceWatch(truth, n_choices, n_layers, config.stall_generations)
+    watch = SpaceWatch(truth, n_choices, n_layers, config.stall_generations, limit)
 
     def training_set():
         genomes = np.array(list(truth.archive.keys()))
@@ -78,7 +80,8 @@ def run_surrogate(config: SearchConfig, truth: TrueEvaluations, features, powers
         return surrogate.predict(features.transform(G), return_std=True)
 
     problem = AssignmentProblem(n_layers, n_choices)
-    algorithm = make_algorithm(config, start_genomes, n_offsprings=config.offspring_factor * config.pop_size)
+    algorithm = make_algorithm(config, start_genomes, n_offsprings=config.offspring_factor * config.pop_size,
+                               limit=limit)
     algorithm.setup(problem, termination=NoTermination(), seed=config.seed)
     k_true = config.true_per_generation or max(1, config.pop_size // 4)
     fresh_pred: list[float] = []

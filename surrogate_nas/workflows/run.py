@@ -14,6 +14,7 @@ from surrogate_nas.genome import genome_from_key
 from surrogate_nas.results.run_folder import RunFolder
 from surrogate_nas.results.tables import write_surrogate_log
 from surrogate_nas.search.config import SearchConfig
+from surrogate_nas.search.distinct import CircuitLimit
 from surrogate_nas.search.nsga2 import run_full
 from surrogate_nas.search.pareto import HVHistory, hv_reference
 from surrogate_nas.workflows.context import Context, build_features
@@ -75,6 +76,7 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     """`resume`: continue the run folder if it exists, provided its saved settings and
     evaluator equal these (`resume_flag` names the flag or command in the refusal)."""
     config.validate()
+    check_max_distinct(ctx, config)
     if config.approximate != getattr(ctx, "approximate", "conv"):
         raise ValueError(f"config.approximate {config.approximate!r} but the context approximates {ctx.approximate!r}")
     run_id = run_id or new_run_id(config)
@@ -93,6 +95,7 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     _write_config(run_dir, ctx, config, run_id, floor, floor_source)
 
     energy = ctx.evaluator.energy_model
+    limit = CircuitLimit.of(config.max_distinct, ctx.catalog, [i.macs for i in ctx.evaluator.infos])  # checked above
     history = HVHistory(hv_reference(floor))
     hv_history = history.values
     bar = tqdm(total=config.budget, desc=f"{config.mode} {run_id}", unit="eval", disable=ctx.quiet or None, dynamic_ncols=True)
@@ -117,13 +120,13 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
     try:
         if config.mode == "full":
             generations = run_full(config, truth, len(ctx.catalog), ctx.exact_index, energy.batch, on_generation,
-                                   n_layers=len(ctx.evaluator.layers), powers=ctx.catalog.powers)
+                                   n_layers=len(ctx.evaluator.layers), powers=ctx.catalog.powers, limit=limit)
         else:
             from surrogate_nas.search.surrogate_nsga2 import run_surrogate
 
             generations = run_surrogate(config, truth, build_features(ctx, energy), ctx.catalog.powers, ctx.exact_index,
                                         energy, surrogate_log, on_generation,
-                                        on_choice=(run_dir / "surrogate_choice.txt").write_text)
+                                        on_choice=(run_dir / "surrogate_choice.txt").write_text, limit=limit)
     except KeyboardInterrupt:
         bar.close()
         print(f"\ninterrupted: {truth.used} evaluations are saved in the cache; continue with "
@@ -146,9 +149,45 @@ def execute(ctx: Context, config: SearchConfig, out_dir: Path, run_id: str | Non
                        seconds, truth.cache_hits, truth.computed, generations, surrogate_log, floor,
                        sum(e.stopped for e in truth.archive.values()), time.time() - rescore_start, bits, lost)
     write_outputs(result, ctx, config)
+    if limit is not None:
+        report_limit(run_dir, limit.k)
     if config.finetune_top and rescored:
         finetune_best(ctx, run_dir, config)
     return result
+
+
+def check_max_distinct(ctx: Context, config: SearchConfig) -> None:
+    """`--max-distinct K` against the model, before any search work: K from 1 to the
+    number of approximable layers (more could never bind; a model load, not the evaluator)."""
+    k = config.max_distinct
+    if k is None:
+        return
+    from surrogate_nas.network.card import load_model
+    from surrogate_nas.network.layers import approximable_layers
+
+    n = len(approximable_layers(load_model(ctx.model_path), config.approximate))
+    if not 1 <= k <= n:
+        raise UserError(f"--max-distinct: must be between 1 and {n} (the approximable layers of "
+                        f"{Path(ctx.model_path).name}), got {k}")
+
+
+def distinct_limit(ctx: Context, config: SearchConfig):
+    """The run's `CircuitLimit` (None without `--max-distinct`), checked against the model."""
+    check_max_distinct(ctx, config)
+    return CircuitLimit.of(config.max_distinct, ctx.catalog, [i.macs for i in ctx.evaluator.infos])
+
+
+def report_limit(run_dir: Path, k: int) -> None:
+    """Say the limit in report.txt's header and summary.json (`max_distinct`)."""
+    report = run_dir / "report.txt"
+    header, _, rest = report.read_text().partition("\n")
+    report.write_text(f"{header}; every design uses at most {k} distinct circuit{'s' * (k > 1)} "
+                      f"(--max-distinct {k})\n{rest}")
+    folder = RunFolder(run_dir)
+    if (run_dir / "summary.json").is_file():
+        doc = folder.summary()
+        doc["max_distinct"] = k
+        folder.write_summary(doc)
 
 
 def run_search(ctx: Context, budget: int = 300, mode: str = "surrogate", out="experiments/runs", run_id: str | None = None,
@@ -248,6 +287,7 @@ def rescore_genomes(front, exact, floor: float | None) -> list[tuple[int, ...]]:
 
 def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None:
     from surrogate_nas.results.plots import plot_front, plot_hv
+    from surrogate_nas.results.report_html import write_run_report
     from surrogate_nas.results.summary import format_summary, summarize
     from surrogate_nas.results.tables import (
         write_evaluations_csv,
@@ -289,3 +329,6 @@ def write_outputs(result: RunResult, ctx: Context, config: SearchConfig) -> None
         summary = summarize(d)
         if not ctx.quiet:
             print(format_summary(summary))
+    report = write_run_report(d)  # after summary.json: the page shows its choices (without re-scoring: what exists)
+    if not ctx.quiet:
+        print(f"report: {report}")
