@@ -13,12 +13,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--genome", required=True,
                    help="one multiplier per approximable layer, comma-separated names or catalog indices")
     p.add_argument("--split", default="validation", help="validation (search set) or test")
-    p.add_argument("--images", type=int, default=None, help="stratified subset size (default: 2000 validation, all test)")
+    p.add_argument("--images", type=int, default=None,
+                   help="stratified subset size (default: 2000 validation, all test); with --check, also the "
+                        "check's images (default: 32 of them)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stratified subset")
     p.add_argument("--compensation", default="auto",
                    help="none, bias, tune, alwann, tune+bias or auto (default: per layer and circuit, the method "
                         "measured best on training images)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    p.add_argument("--check", action="store_true",
+                   help="also show, on a few images (32, or --images), that each non-exact circuit's table changes "
+                        "its layers' outputs against the exact table; a table that changes nothing is an error")
     add_approximate_flag(p)
     add_path_flags(p)
     p.set_defaults(func=run)
@@ -61,27 +66,43 @@ def run(args: argparse.Namespace) -> int:
     evaluator = ctx.build_evaluator(args.split, n_images, args.seed, rule_for=[genome])
     score = evaluator.score(genome)
     methods = evaluator.design_labels(genome)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "genome": genome_names(genome, catalog),
-                    "genome_indices": list(genome),
-                    "layers": evaluator.layer_names,
-                    "compensation": args.compensation,
-                    "layer_compensation": methods,
-                    "accuracy": score.accuracy,
-                    "energy": score.energy,
-                    "n_images": score.n_images,
-                    "split": args.split,
-                    "seconds": round(score.seconds, 3),
-                    "fingerprint": evaluator.fingerprint,
-                }
-            )
+    check = None
+    if args.check:
+        from surrogate_nas.evaluation.table_check import (
+            CHECK_IMAGES,
+            check_dict,
+            check_tables,
+            format_check,
+            unused_error,
         )
+
+        n_check = min(args.images or CHECK_IMAGES, evaluator.n_images)
+        check = check_tables(evaluator, genome, evaluator.image_set.images[:n_check])
+    if args.json:
+        doc = {
+            "genome": genome_names(genome, catalog),
+            "genome_indices": list(genome),
+            "layers": evaluator.layer_names,
+            "compensation": args.compensation,
+            "layer_compensation": methods,
+            "accuracy": score.accuracy,
+            "energy": score.energy,
+            "n_images": score.n_images,
+            "split": args.split,
+            "seconds": round(score.seconds, 3),
+            "fingerprint": evaluator.fingerprint,
+        }
+        if check is not None:
+            doc["check"] = check_dict(check, n_check, args.split)
+        print(json.dumps(doc))
     else:
         print(format_layers(genome, catalog, methods, evaluator.infos))
         print(f"Accuracy: {score.accuracy:.4f} ({args.split}, {score.n_images} images)")
         print(f"Relative energy: {score.energy:.4f}")
         print(f"Seconds: {score.seconds:.2f}")
+        if check is not None:
+            print(format_check(check, n_check, args.split))
+    error = None if check is None else unused_error(check, n_check, args.split)
+    if error is not None:  # after the report, which shows every layer
+        raise error
     return 0
