@@ -209,3 +209,17 @@ def test_a_run_recorded_before_the_setting_loads_and_resumes(limited_runs, cli):
     keep = ("genome_indices", "accuracy", "energy", "reason", "generation")
     assert [{k: x[k] for k in keep} for x in read_csv(run / "evaluations.csv")] == [{k: x[k] for k in keep} for x in before]
     assert "at most" not in (run / "report.txt").read_text().splitlines()[0]
+
+
+def test_compare_repairs_the_random_and_optuna_arms_too(cli, tmp_path):
+    """compare's baselines keep the limit as NSGA-II does: each sampled genome is repaired."""
+    pytest.importorskip("optuna")
+    out = tmp_path / "cmp"
+    r = cli("compare", "--methods", "random,optuna", "--budget", "8", "--seeds", "1", "--search-images", "20",
+            "--no-test", "--compensation", "none", "--max-distinct", "2", "--out", out, cache=tmp_path / "c")
+    assert r.rc == 0, r.err
+    for method in ("random", "optuna"):
+        rows = read_csv(out / "runs" / f"cmp-{method}-b8-s0" / "evaluations.csv")
+        assert len(rows) == 8 and len({x["genome"] for x in rows}) == 8
+        assert all(len(circuits_of(x)) <= 2 for x in rows), method
+        assert any(len(circuits_of(x)) == 2 for x in rows), method  # repaired, not only uniform designs
