@@ -1,4 +1,5 @@
-"""Evaluation cache on real SQLite files, with real concurrent and killed processes."""
+"""Evaluation cache on real SQLite files, with real concurrent and killed processes (damaged
+files: test_cache_damage.py)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from surrogate_nas.evaluation.cache_csv import export_csv
 
 from surrogate_nas import cli
 from surrogate_nas.errors import UserError
 from surrogate_nas.evaluation.cache_csv import export_csv
 from surrogate_nas.evaluation.cache import (
     CACHE_FILE_NAME,
-    SCHEMA_VERSION,
     EvalCache,
     Record,
     canonical_json,
@@ -249,64 +248,6 @@ def test_sigkill_loses_no_committed_row(db):
         assert len(found) == len(reported)
 
 
-# -- damaged and foreign files ---------------------------------------------------------------
-
-
-def test_garbage_file_is_reported_and_left_alone(db):
-    db.parent.mkdir(parents=True)
-    garbage = bytes(range(256)) * 64
-    db.write_bytes(garbage)
-    with pytest.raises(UserError) as info:
-        EvalCache(db)
-    assert str(db) in str(info.value) and "damaged" in str(info.value) and "move it away" in str(info.value)
-    assert db.read_bytes() == garbage
-
-
-def test_corrupted_pages_are_reported(db):
-    with EvalCache(db) as cache:
-        for i in range(1500):
-            cache.put(FP_A, (i % 10, i // 10 % 10, i // 100, 0, 0), 0.5, 1.0, 10, 0.1, "r" * 40)
-    assert not Path(str(db) + "-wal").exists() or Path(str(db) + "-wal").stat().st_size == 0
-    data = bytearray(db.read_bytes())
-    page = 4096
-    assert len(data) > 8 * page
-    for start in range(2 * page, len(data) - page, 3 * page):
-        data[start:start + page] = bytes([0xA5]) * page
-    db.write_bytes(bytes(data))
-    before = db.read_bytes()
-    with pytest.raises(UserError, match="damaged") as info:
-        EvalCache(db)
-    assert str(db) in str(info.value)
-    assert db.read_bytes() == before
-
-
-def test_newer_schema_is_refused(db):
-    EvalCache(db).close()
-    conn = sqlite3.connect(db)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
-    with pytest.raises(UserError, match="schema version"):
-        EvalCache(db)
-
-
-def test_foreign_sqlite_db_is_not_taken_over(db):
-    db.parent.mkdir(parents=True)
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE precious (x)")
-    conn.commit()
-    conn.close()
-    with pytest.raises(UserError, match="not an evaluation cache"):
-        EvalCache(db)
-    tables = [r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    assert tables == ["precious"]
-
-
-def test_folder_instead_of_file(db):
-    db.mkdir(parents=True)
-    with pytest.raises(UserError, match="folder"):
-        EvalCache(db)
-
-
 # -- CLI -------------------------------------------------------------------------------------
 
 
@@ -380,11 +321,3 @@ def test_cli_export_errors(tmp_path, capsys, args, message):
     assert cli.main(["cache", "export", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
-
-
-def test_cli_damaged_cache_one_line(tmp_path, capsys):
-    (tmp_path / "c").mkdir()
-    default_cache_file(tmp_path / "c").write_bytes(b"not sqlite at all" * 100)
-    assert cli.main(["cache", "stats", "--cache", str(tmp_path / "c")]) == 2
-    err = capsys.readouterr().err
-    assert "damaged" in err and len(err.strip().splitlines()) == 1

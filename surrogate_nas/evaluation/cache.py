@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator
 
 from surrogate_nas.errors import UserError
 from surrogate_nas.evaluation.bits import check_bits, unpack_correct
+from surrogate_nas.evaluation.cache_errors import damaged, unusable
 from surrogate_nas.genome import genome_from_key, genome_key  # noqa: F401  (genome_key: also the former home)
 
 SCHEMA_VERSION = 3  # 2: below_floor (early-stopped evaluations); 3: correct_bits (per-image correctness) and
@@ -196,14 +197,10 @@ class EvalCache:
             self._pid = None
 
     def _damaged(self, reason: object) -> UserError:
-        return UserError(f"{self.path}: evaluation cache is damaged ({reason}); "
-                         "move it away to start a new cache")
+        return damaged(self.path, reason, self.path.parent if self.path.name == CACHE_FILE_NAME else None)
 
     def _unusable(self, exc: sqlite3.OperationalError) -> UserError:
-        if "locked" in str(exc) or "busy" in str(exc):
-            return UserError(f"{self.path}: evaluation cache stayed locked by another process for over "
-                             f"{BUSY_TIMEOUT_S:g} s ({exc}); try again when that process is done")
-        return UserError(f"{self.path}: cannot use the evaluation cache ({exc})")
+        return unusable(self.path, exc, BUSY_TIMEOUT_S)
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "cache",
         help="inspect or export the genome -> accuracy evaluation cache",
-        description="The evaluation cache is <cache folder>/evaluations.sqlite, shared by runs and processes.",
+        description="The evaluation cache is <cache folder>/evaluations.sqlite, shared by runs and processes. "
+                    "A damaged file is left as it is: move it away and `cache import` the run folders to rebuild it.",
     )
     parser.set_defaults(func=lambda args: _no_subcommand(parser))
     sub = parser.add_subparsers(dest="cache_command", metavar="SUBCOMMAND")
