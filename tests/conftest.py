@@ -37,7 +37,7 @@ EXACT_INDEX = 1
 
 PATH_ENV = ("SURROGATE_NAS_MULTIPLIERS", "SURROGATE_NAS_DATA", "SURROGATE_NAS_CACHE", "SURROGATE_NAS_MODEL",
             "SURROGATE_NAS_CONFIG")
-PATH_COMMANDS = ("run", "evaluate", "compare", "study", "export", "finetune")
+PATH_COMMANDS = ("run", "evaluate", "compare", "study", "export", "finetune", "design")
 
 
 @dataclass(frozen=True)

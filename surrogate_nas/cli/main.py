@@ -15,7 +15,7 @@ from surrogate_nas import __version__
 from surrogate_nas.errors import UserError
 
 # Commands that run TensorFlow; it is imported first with its start-up chatter muted.
-TF_COMMANDS = ("train", "calibrate", "evaluate", "run", "compare", "study", "finetune", "soup", "export")
+TF_COMMANDS = ("train", "calibrate", "evaluate", "run", "compare", "study", "finetune", "soup", "export", "design")
 
 
 def import_tensorflow_quietly() -> None:
@@ -42,7 +42,7 @@ def import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
-COMMANDS = ("multipliers", "train", "calibrate", "evaluate", "run", "summarize", "finetune", "soup", "export", "compare", "study", "cache")
+COMMANDS = ("multipliers", "train", "calibrate", "evaluate", "run", "summarize", "finetune", "soup", "export", "design", "compare", "study", "cache")
 
 
 class OneLineParser(argparse.ArgumentParser):

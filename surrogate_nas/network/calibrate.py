@@ -20,11 +20,12 @@ from surrogate_nas.data.splits import calibration_indices
 
 
 def calibrate_model(model_path: Path, data, seed: int = 0, model=None, extra: dict | None = None,
-                    input_percentile: float = 100.0) -> dict:
+                    input_percentile: float | list[float] = 100.0) -> dict:
     """Measure the card of `model_path` (or of `model`, already saved there) on `data` and
     write it next to the model; `extra` entries (how the model was trained) join it.
     `input_percentile` < 100 clips each layer's input range at that percentile
-    (`calibrate_input_ranges`) instead of its min and max."""
+    (`calibrate_input_ranges`) instead of its min and max; a list gives one per conv layer
+    (dense layers keep min..max)."""
     import keras
     import tensorflow as tf
 
@@ -49,7 +50,12 @@ def calibrate_model(model_path: Path, data, seed: int = 0, model=None, extra: di
     splits = make_splits(data, seed=0)
     idx = calibration_indices(len(splits.y_train), seed)
     images = splits.x_train[idx].astype(np.float32)
-    ranges = calibrate_input_ranges(float_model, images, layers=layers, percentile=input_percentile)
+    if isinstance(input_percentile, (list, tuple)):
+        per_conv = iter(input_percentile)
+        percentile = [100.0 if info.kind != "conv" else float(next(per_conv)) for info in infos]
+    else:
+        percentile = input_percentile
+    ranges = calibrate_input_ranges(float_model, images, layers=layers, percentile=percentile)
     input_hists, kernel_hists = code_histograms(float_model, images, ranges, layers=layers)
     conv_ranges = [r for r, info in zip(ranges, infos) if info.kind == "conv"]
     twin = build_approx_model(float_model, conv_ranges)
@@ -82,7 +88,7 @@ def calibrate_model(model_path: Path, data, seed: int = 0, model=None, extra: di
                     "output_shape": list(i.output_shape), "kernel_size": list(i.kernel_size), "macs": i.macs}
                    for i in infos],
         "macs_per_layer": [info.macs for info in infos],
-        "input_percentile": input_percentile,
+        "input_percentile": list(input_percentile) if isinstance(input_percentile, (list, tuple)) else input_percentile,
         "input_ranges": [list(r) for r in ranges],
         "input_code_histograms": [h.tolist() for h in input_hists],
         "kernel_code_histograms": [h.tolist() for h in kernel_hists],

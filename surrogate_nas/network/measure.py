@@ -24,7 +24,7 @@ def _tap_outputs(taps, batch) -> list:
 
 
 def calibrate_input_ranges(model: keras.Model, images: np.ndarray, batch_size: int = 500,
-                           layers=None, percentile: float = 100.0,
+                           layers=None, percentile: float | list[float] = 100.0,
                            max_values: int = 2_000_000) -> list[tuple[float, float]]:
     """Each approximable layer's input range over calibration images (float model): min
     and max (tf-approximate's range), or with `percentile` < 100 the range that clips the
@@ -32,8 +32,13 @@ def calibrate_input_ranges(model: keras.Model, images: np.ndarray, batch_size: i
     circuit's error, fixed in code units, is smaller next to them. The low end is the
     `100 - percentile` percentile only where inputs go negative (a ReLU input keeps 0).
     A percentile is taken over at most `max_values` values per batch, drawn at random
-    (seeded): a strided subsample would alias with the channel axis."""
+    (seeded): a strided subsample would alias with the channel axis. `percentile` may be
+    one value per layer."""
     layers = approximable_layers(model, "conv") if layers is None else layers
+    percentiles = [float(v) for v in percentile] if isinstance(percentile, (list, tuple)) else \
+        [float(percentile)] * len(layers)
+    if len(percentiles) != len(layers):
+        raise ValueError(f"percentile: {len(percentiles)} values for {len(layers)} layers")
     taps = _taps(model, layers)
     rng = np.random.default_rng(0)
     ends = [[] for _ in layers]
@@ -42,15 +47,15 @@ def calibrate_input_ranges(model: keras.Model, images: np.ndarray, batch_size: i
         for i, t in enumerate(_tap_outputs(taps, images[start : start + batch_size])):
             flat = t.numpy().ravel()
             ends[i] += [float(flat.min()), float(flat.max())]
-            if percentile < 100:
+            if percentiles[i] < 100:
                 samples[i].append(flat if flat.size <= max_values else flat[rng.integers(0, flat.size, max_values)])
     ranges = []
     for i in range(len(layers)):
         low, high = min(ends[i]), max(ends[i])
-        if percentile < 100:
+        if percentiles[i] < 100:
             values = np.concatenate(samples[i])
-            high = float(np.percentile(values, percentile))
-            low = min(0.0, float(np.percentile(values, 100 - percentile))) if low < 0 else low
+            high = float(np.percentile(values, percentiles[i]))
+            low = min(0.0, float(np.percentile(values, 100 - percentiles[i]))) if low < 0 else low
         ranges.append((low, high))
     return ranges
 

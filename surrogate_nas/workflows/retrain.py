@@ -246,7 +246,7 @@ def _training_model(student, recipe: Recipe, teacher_net, layers=()):
 
 def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibration=None, choosing=None,
             teacher_cache: Path | None = None, seed: int = 0, verbose: int = 1, callbacks=(), refit: bool = True,
-            quiet: bool = False) -> RetrainResult:
+            quiet: bool = False, until: int | None = None) -> RetrainResult:
     """Retrain `evaluator.model` in place with `genome`'s designs following `recipe`.
 
     After every epoch: accuracy on the evaluator's images (the tuning images: the search
@@ -257,7 +257,9 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
     the cross-entropy on the calibration images (training split; `choose_refit`),
     and, with `choosing` (an ImageSet: all validation images), the un-tuned design is kept
     unless the retrained one is more accurate on those images (`keep_better`).
-    The evaluator must be private to this design."""
+    The evaluator must be private to this design. `until`: stop after this epoch (a later
+    call resumes there); the result then holds the best epoch so far (`extra["finished"]`
+    says whether all of the recipe's epochs ran)."""
     from surrogate_nas.data.splits import training_subset
 
     workdir = Path(workdir)
@@ -318,7 +320,8 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
         if ranges:
             layer.kernel.assign(ranges[i](layer.kernel))
 
-    for epoch in range(len(history), recipe.epochs + 1):
+    last = recipe.epochs if until is None else min(recipe.epochs, until)
+    for epoch in range(len(history), last + 1):
         ds = _epoch_dataset(splits.x_train, splits.y_train, idx, teacher, recipe, n_classes, seed, epoch)
         start = time.time()
         fit = train_model.fit(ds, initial_epoch=epoch - 1, epochs=epoch, verbose=verbose,
@@ -351,7 +354,8 @@ def retrain(evaluator, genome, splits, recipe: Recipe, workdir: Path, *, calibra
     if refit and calibration is not None and best["epoch"] > 0:
         refitted = choose_refit(evaluator, genome, methods, calibration)
     result = RetrainResult(recipe.to_dict(), history, best["epoch"], "retrained" if best["epoch"] > 0 else "untuned",
-                           refitted, seconds=time.time() - began)
+                           refitted, seconds=time.time() - began,
+                           extra={"finished": history[-1]["epoch"] >= recipe.epochs})
     if choosing is not None:
         result.choosing_before, result.choosing_after, kept = keep_better(evaluator, genome, untuned, choosing)
         result.kept = kept

@@ -1,0 +1,155 @@
+"""`design`'s retraining: candidates chosen by a rule, raced within a time budget, several
+seeds, and a greedy soup of each candidate's retrainings.
+
+Image roles (as in `workflows.retrain`): training images train; the tuning images (the
+search set) pick each retraining's best epoch, decide the race and the soup; the choosing
+images are never read here.
+
+The race: every candidate gets its first epoch (seed 0); a candidate is then dropped when
+another one saves at least as much energy and is more accurate on the tuning images after
+the same epoch, or when it is more than `catch_up_pp` below the all-exact network there
+(what later epochs recover is far less). The survivors finish their epochs, highest
+saving first, and while time is left each gets more seeds, highest saving first: the saving
+at a tolerance comes from the cheapest design that gets within it, so time goes there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+CATCH_UP_PP = 4.0  # a candidate this far below all-exact on the tuning images after epoch 1 is dropped
+SAVING_TARGETS = tuple(range(40, 75, 5))  # percent: where candidates are taken
+
+
+@dataclass
+class Candidate:
+    key: str  # "c<k>": its folder names
+    genome: tuple[int, ...]
+    saving_pct: float
+    source: str  # "front" or "quiet"
+    search_accuracy: float | None = None
+
+
+def choose_candidates(front: list[dict], quiet: list[tuple[int, ...]], energy, targets=SAVING_TARGETS) -> list[Candidate]:
+    """At each saving target t (percent): the most accurate front point (search set) saving
+    between t and t + 5 %, and the design adding the least output noise at t (`quiet`, one
+    per target, no labels used). Duplicates once."""
+    out: dict[tuple, Candidate] = {}
+    for t in targets:
+        inside = [p for p in front if t <= 100 * (1 - p["energy"]) < t + 5]
+        if inside:
+            best = max(inside, key=lambda p: (p["accuracy"], -p["energy"]))
+            out.setdefault(tuple(best["genome"]), Candidate("", tuple(best["genome"]), 100 * (1 - best["energy"]),
+                                                            "front", best["accuracy"]))
+    for g in quiet:
+        out.setdefault(tuple(g), Candidate("", tuple(g), 100 * (1 - energy(g)), "quiet"))
+    ordered = sorted(out.values(), key=lambda c: (-c.saving_pct, c.genome))
+    return [replace(c, key=f"c{k}") for k, c in enumerate(ordered, start=1)]
+
+
+class Retrainer:
+    """Runs (and resumes) retrainings of candidates on one private evaluator: before each
+    call the network gets back the un-tuned weights, and `retrain` continues from the
+    candidate's checkpoint folder."""
+
+    def __init__(self, evaluator, splits, recipe, calibration, teacher_cache: Path, folder: Path, quiet: bool):
+        from surrogate_nas.workflows.retrain import _get
+
+        self.ev, self.splits, self.recipe, self.calibration = evaluator, splits, recipe, calibration
+        self.teacher_cache, self.folder, self.quiet = teacher_cache, Path(folder), quiet
+        self.untuned = _get(evaluator.model.trainable_variables)
+
+    def workdir(self, candidate: Candidate, seed: int) -> Path:
+        return self.folder / f"{candidate.key}-s{seed}.work"
+
+    def history(self, candidate: Candidate, seed: int) -> list[dict]:
+        path = self.workdir(candidate, seed) / "history.json"
+        return json.loads(path.read_text())["history"] if path.is_file() else []
+
+    def train(self, candidate: Candidate, seed: int, until: int) -> list[dict]:
+        """Epochs up to `until` (resumed from the checkpoint); returns the history."""
+        from surrogate_nas.workflows.retrain import restore_untuned, retrain
+
+        restore_untuned(self.ev, candidate.genome, self.untuned)
+        retrain(self.ev, candidate.genome, self.splits, self.recipe, self.workdir(candidate, seed),
+                calibration=None, teacher_cache=self.teacher_cache, seed=seed, verbose=0, quiet=True, until=until,
+                refit=False)
+        return self.history(candidate, seed)
+
+    def best_weights(self, candidate: Candidate, seed: int) -> list[np.ndarray]:
+        """The retraining's best epoch on the tuning images so far."""
+        with np.load(self.workdir(candidate, seed) / "best.npz") as z:
+            return [z[f"w_v{i}"] for i in range(len(self.untuned))]
+
+
+def race(retrainer: Retrainer, candidates: list[Candidate], exact_tuning: float, seeds: int, deadline: float,
+         epoch_seconds: float | None, bar=None, catch_up_pp: float = CATCH_UP_PP) -> dict:
+    """The race within `deadline` (time.time()); returns {key: {"seeds": [finished seeds],
+    "dropped": why or None, "histories": {seed: history}}}. Work already done (checkpoints)
+    is reused, so a resumed race continues where it stopped."""
+    epochs = retrainer.recipe.epochs
+    state = {c.key: {"dropped": None, "histories": {}} for c in candidates}
+    timing = {"epoch": epoch_seconds}
+
+    def run(c: Candidate, seed: int, until: int) -> bool:
+        done = len(retrainer.history(c, seed)) - 1
+        if done >= until:
+            state[c.key]["histories"][seed] = retrainer.history(c, seed)
+            return True
+        cost = (until - max(done, 0)) * (timing["epoch"] or 0)
+        if time.time() + cost > deadline:
+            return False
+        began = time.time()
+        history = retrainer.train(c, seed, until)
+        timing["epoch"] = (time.time() - began) / max(1, until - max(done, 0))
+        state[c.key]["histories"][seed] = history
+        if bar is not None:
+            bar.update(until - max(done, 0))
+        return True
+
+    # round 1: one epoch each, seed 0
+    alive = [c for c in candidates if run(c, 0, 1)]
+    for c in candidates:
+        if c not in alive:
+            state[c.key]["dropped"] = "no time for its first epoch"
+    after1 = {c.key: state[c.key]["histories"][0][1]["tune_accuracy"] for c in alive}
+    for c in alive:
+        if 100 * (exact_tuning - after1[c.key]) > catch_up_pp:
+            state[c.key]["dropped"] = f"more than {catch_up_pp:g} pp below all-exact on the tuning images after epoch 1"
+        rival = next((o for o in alive if o is not c and o.saving_pct >= c.saving_pct and after1[o.key] > after1[c.key]),
+                     None)
+        if rival is not None and state[c.key]["dropped"] is None:
+            state[c.key]["dropped"] = f"{rival.key} saves as much and is more accurate after epoch 1"
+    alive = [c for c in alive if state[c.key]["dropped"] is None]
+    # the survivors finish, then more seeds, highest saving first
+    for seed in range(seeds):
+        for c in sorted(alive, key=lambda c: -c.saving_pct):
+            hist = state[c.key]["histories"]
+            if any(len(hist.get(s, [])) - 1 < epochs for s in range(seed)):
+                continue  # an earlier seed did not finish
+            run(c, seed, epochs)
+    for c in candidates:
+        hist = state[c.key]["histories"]
+        state[c.key]["seeds"] = sorted(s for s, h in hist.items() if len(h) - 1 >= epochs)
+    return {"candidates": state, "epoch_seconds": timing["epoch"]}
+
+
+def soup_candidate(retrainer: Retrainer, candidate: Candidate, seeds: list[int]) -> dict:
+    """The candidate's network: its one finished retraining, or the greedy soup of several
+    (tuning images), with the compensation re-fitted when that lowers the calibration loss.
+    Leaves the evaluator holding it."""
+    from surrogate_nas.workflows.soup import greedy_soup, install
+
+    sets = [retrainer.best_weights(candidate, s) for s in seeds]
+    if len(sets) == 1:
+        refit = install(retrainer.ev, candidate.genome, sets[0], retrainer.calibration)
+        return {"seeds": seeds, "added": seeds, "tuning_accuracy": retrainer.ev.accuracy(candidate.genome),
+                "compensation_refit": refit}
+    soup = greedy_soup(retrainer.ev, candidate.genome, sets, retrainer.calibration, quiet=True)
+    return {"seeds": seeds, "added": [seeds[i] for i in soup["added"]], "tuning_accuracy": soup["tuning_accuracy"],
+            "own_tuning_accuracy": soup["own_accuracy"], "compensation_refit": soup["compensation_refit"]}
