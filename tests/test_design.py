@@ -1,5 +1,6 @@
 """`design` end to end on the tiny project: calibration rule, search, raced retraining,
-soups and the choice on images nothing else used."""
+soups and the choice on images nothing else used; resume after an interruption in each
+phase; bad flags."""
 
 from __future__ import annotations
 
@@ -8,20 +9,192 @@ import json
 import numpy as np
 import pytest
 
-TINY = ("--budget", "8", "--search-images", "20", "--epochs", "1", "--train-images", "100", "--seeds", "2",
+TINY = ("--budget", "8", "--search-images", "20", "--epochs", "2", "--train-images", "100", "--seeds", "2",
         "--max-candidates", "3", "--retrain-hours", "1")
+TOLERANCES = ("0.5", "1", "2")
+
+
+def _design(cli, out, cache):
+    r = cli("design", *TINY, "--out", out, cache=cache)
+    assert r.rc == 0, r.err
+    return json.loads((out / "design.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def store():
     return {}
 
 
-def test_design_end_to_end(cli, tmp_path):
-    r = cli("design", *TINY, "--out", tmp_path / "d", cache=tmp_path / "cache")
-    assert r.rc == 0, r.err
-    doc = json.loads((tmp_path / "d" / "design.json").read_text())
-    print(r.out)
-    search, choosing = set(doc["images"]["search"]), set(doc["images"]["choosing"])
-    assert search and choosing and not search & choosing
-    assert sorted(search | choosing) == list(range(30))
+def test_design_end_to_end(cli, tmp_path, store, dataset):
+    out = tmp_path / "d"
+    doc = _design(cli, out, tmp_path / "cache")
+    store["doc"], store["out"] = doc, out
+    # choosing and search images: disjoint, together the validation split (30 images in the tiny data)
+    search, choosing = doc["images"]["search"], doc["images"]["choosing"]
+    assert len(search) == 20 and not set(search) & set(choosing)
+    assert sorted(search + choosing) == list(range(30)) and doc["images"]["split_of_choosing"] == "validation"
+    # the search scored its search set only: no validation re-scoring that would read the choosing images
+    config = json.loads((out / "search" / "config.json").read_text())
+    assert config["search"]["evaluate_test"] is False and not (out / "search" / "rescored.csv").exists()
+    assert set(doc["chosen"]) == set(TOLERANCES) == set(doc["chosen_upper"])
+    assert set(doc["cost"]) >= {"wall_s", "float_pass_s", "retrain_epoch_s", "float_train_epoch_s", "phases"}
+    assert (out / "design.md").is_file() and (out / "design.png").is_file()
+    assert (out / "search" / "report.html").is_file()
+    # every candidate either retrained (a soup of its finished seeds) or was dropped with a reason
+    for key, race in doc["race"].items():
+        assert race["seeds"] or race["dropped"], key
+    assert doc["soups"], "no candidate was retrained"
+
+
+def test_chosen_designs_reproduce_with_plain_keras(store, dataset):
+    """Each chosen design's .keras file, loaded with Keras alone, gives its recorded
+    choosing and test accuracies, and its losses are the paired counts against all-exact."""
+    import keras
+
+    import surrogate_nas  # noqa: F401  (registers AxConv2D)
+    from surrogate_nas.data.splits import make_splits
+
+    doc, out = store["doc"], store["out"]
+    splits = make_splits(dataset, seed=0)
+    choosing = np.asarray(doc["images"]["choosing"])
+    for rule in ("chosen", "chosen_upper"):
+        for key, c in doc[rule].items():
+            if c is None:
+                continue
+            model = keras.models.load_model(out / c["design"], compile=False)
+            pred_test = np.argmax(model.predict(splits.x_test.astype(np.float32), verbose=0), axis=1)
+            pred_choose = np.argmax(model.predict(splits.x_val[choosing].astype(np.float32), verbose=0), axis=1)
+            assert np.mean(pred_test == splits.y_test) == pytest.approx(c["test_accuracy"], abs=1e-12)
+            assert np.mean(pred_choose == splits.y_val[choosing]) == pytest.approx(c["choosing_accuracy"], abs=1e-12)
+            ref = doc["reference"]
+            assert c["choosing_loss_pp"] == pytest.approx(100 * (ref["choosing_accuracy"] - c["choosing_accuracy"]))
+            assert c["test_loss_pp"] == pytest.approx(100 * (ref["test_accuracy"] - c["test_accuracy"]))
+
+
+def test_choice_rules_by_hand():
+    """Both rules against paired counts worked out by hand (1,000 images)."""
+    from surrogate_nas.results.design_choice import choose
+
+    n = 1000
+    exact = np.zeros(n, bool)
+    exact[:800] = True
+
+    def point(saving, lost, gained):  # right where all-exact is, minus `lost`, plus `gained` others
+        right = exact.copy()
+        right[:lost] = False
+        right[800:800 + gained] = True
+        return {"genome": (int(saving),), "saving_pct": saving, "retrained": False, "right": right}
+
+    # loss (b - c) / n: 0.4 pp, 0.9 pp, 1.9 pp, 3 pp; half-width 1.96 sqrt(b + c - (b-c)^2/n) / n
+    points = [point(10, 4, 0), point(40, 12, 3), point(60, 21, 2), point(70, 30, 0)]
+    chosen = choose(points, exact)
+    assert [chosen["chosen"][k]["saving_pct"] for k in ("0.5", "1", "2")] == [10, 40, 60]
+    half = {p["saving_pct"]: 1.96 * np.sqrt((b + c) - (b - c) ** 2 / n) / n * 100
+            for p, (b, c) in zip(points, [(4, 0), (12, 3), (21, 2), (30, 0)])}
+    upper = {s: loss + half[s] for s, loss in zip((10, 40, 60, 70), (0.4, 0.9, 1.9, 3.0))}
+    for key, t in (("0.5", 0.5), ("1", 1.0), ("2", 2.0)):
+        ok = [s for s, u in upper.items() if u <= t]
+        got = chosen["chosen_upper"][key]
+        assert (got and got["saving_pct"]) == (max(ok) if ok else None)
+    assert chosen["chosen"]["0.5"]["choosing"]["loss_pp"] == pytest.approx(0.4)
+
+
+def test_clipped_kernels_are_what_the_twin_quantizes(float_model):
+    """The calibrated model's folded kernels are the original folded kernels clipped at
+    mean +- c std (numpy), layer by layer; an unclipped layer is unchanged."""
+    from surrogate_nas.network.layers import approximable_layers
+    from surrogate_nas.network.range_rule import clipped_float_model
+    from surrogate_nas.network.twin import folded_weights
+
+    clips = [0.0, 3.0, 0.0, 2.0, 4.0]
+    before = folded_weights(float_model, approximable_layers(float_model, "conv"))
+    model = clipped_float_model(float_model, clips)
+    after = folded_weights(model, approximable_layers(model, "conv"))
+    for (k0, b0), (k1, b1), c in zip(before, after, clips):
+        k = k0.astype(np.float64)
+        expected = k0 if not c else np.clip(k0, k.mean() - c * k.std(), k.mean() + c * k.std())
+        np.testing.assert_allclose(k1, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(b1, b0)
+
+
+def test_rule_picks_its_lowest_score(float_model, catalog, dataset):
+    from surrogate_nas.data.splits import make_splits
+    from surrogate_nas.evaluation.images import calibration_set
+    from surrogate_nas.network.range_rule import choose_calibration
+
+    images = calibration_set(make_splits(dataset, seed=0), dataset.source_hash, 0).images[:32]
+    rule = choose_calibration(float_model, images, catalog, percentiles=(100.0, 99.0), clips=(0.0, 3.0), panel=2,
+                              guard_pct=5.0)
+    for layer, scores, changed in zip(rule["layers"], rule["scores"], rule["changed_predictions_pct"]):
+        assert len(scores) == 4 and changed["p100-clip0"] == 0.0  # the baseline itself
+        admissible = {k: v for k, v in scores.items() if changed[k] <= 5.0}
+        key = f"p{layer['input_percentile']:g}-clip{layer['kernel_clip_std']:g}"
+        assert key in admissible and scores[key] == min(admissible.values())
+    # a guard of 0 admits only what keeps every prediction: the widest range, unclipped, when the others change any
+    strict = choose_calibration(float_model, images, catalog, percentiles=(100.0, 99.0), clips=(0.0, 3.0), panel=2,
+                                guard_pct=0.0)
+    for layer, changed in zip(strict["layers"], strict["changed_predictions_pct"]):
+        assert changed[f"p{layer['input_percentile']:g}-clip{layer['kernel_clip_std']:g}"] == 0.0
+
+
+def test_resume_after_an_interruption_in_each_phase(cli, tmp_path, store, monkeypatch):
+    """Interrupted (Ctrl-C) once in each phase, rerun each time: the same design.json as the
+    uninterrupted run, and the retraining restarts at its last finished epoch."""
+    import surrogate_nas.network.calibrate as calibrate
+    import surrogate_nas.results.design_choice as design_choice
+    import surrogate_nas.workflows.design_retrain as design_retrain
+    import surrogate_nas.workflows.finetune as finetune
+    import surrogate_nas.workflows.run as run
+
+    def once(module, name, after: int = 0):
+        real, calls = getattr(module, name), {"n": 0}
+
+        def wrapped(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > after:
+                monkeypatch.setattr(module, name, real)
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    out = tmp_path / "d"
+    trains = []
+    real_train = design_retrain.Retrainer.train
+    monkeypatch.setattr(design_retrain.Retrainer, "train",
+                        lambda self, c, s, until: trains.append((c.key, s, max(0, len(self.history(c, s)) - 1), until))
+                        or real_train(self, c, s, until))
+    for module, name, after in ((calibrate, "calibrate_model", 0), (run, "write_outputs", 0),
+                                (design_retrain.Retrainer, "train", 1), (finetune, "save_design", 1),
+                                (design_choice, "write_table", 0)):
+        once(module, name, after)
+        r = cli("design", *TINY, "--out", out, cache=tmp_path / "cache")
+        assert r.rc == 130, (name, r.err)
+    doc = _design(cli, out, tmp_path / "cache")
+    reference = store["doc"]
+    for rule in ("chosen", "chosen_upper"):
+        assert doc[rule] == reference[rule]
+    assert doc["race"] == reference["race"] and doc["soups"] == reference["soups"]
+    # no epoch trained twice: each call starts where the checkpoint ended
+    starts = {}
+    for key, seed, done, until in trains:
+        assert done >= starts.get((key, seed), 0)
+        starts[(key, seed)] = until
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--budget", "2"), "--budget: must be at least 4"),
+    (("--retrain-hours", "-1"), "--retrain-hours: must be >= 0"),
+    (("--seeds", "0"), "--seeds: must be between 1 and 10"),
+    (("--from", "no-such-run"), "--from no-such-run: no such run folder"),
+    (("--train-images", "-5"), "--train-images: must be >= 0"),
+    (("--search-images", "30"), "--search-images: the search used every validation image"),
+])
+def test_bad_flags_one_line(cli, tmp_path, flags, message):
+    r = cli("design", "--out", tmp_path / "d", *flags, cache=tmp_path / "cache")
+    assert r.rc == 2 and len(r.err_lines) == 1 and message in r.err_lines[0], r.err
+
+
+def test_other_settings_in_the_same_folder_one_line(cli, tmp_path, store):
+    r = cli("design", *TINY, "--seed", "5", "--out", store["out"], cache=tmp_path / "cache")
+    assert r.rc == 2 and len(r.err_lines) == 1 and "holds a design made with other settings" in r.err_lines[0]

@@ -10,9 +10,12 @@ candidate (percentile, clip), that layer runs each circuit of a panel (the exact
 included, so plain quantization error counts too) with its mean error per channel removed
 (what bias compensation removes for free), every other layer exact, and the network's
 output is compared with the float model's by the KL divergence of their softmax. The
-candidate with the lowest geometric mean over the panel wins, and the next layer is
-measured with the earlier ones as chosen. No label is read; the images are the card's
-training calibration images.
+candidate with the lowest geometric mean over the panel wins, among those that keep the
+error-free 8-bit network's predictions: a candidate that changes more than `GUARD_PCT` % of
+its top-1 predictions (every layer exact, this one at the widest range and unclipped as the
+baseline) on the guard images is not admissible, since a range that saturates too much
+costs every design the same accuracy. The next layer is measured with the earlier ones as
+chosen. No label is read; the images are the card's training calibration images.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ CLIPS = (0.0, 4.0, 3.0)  # kernel within mean +- this many standard deviations (
 PANEL = 8  # circuits measured per candidate: the exact one and this many others, spread over power
 PANEL_POWER = (0.2, 0.7)  # ... among those at 20-70 % of the exact circuit's power
 RULE_IMAGES = 256  # training calibration images the rule runs on
+GUARD_PCT = 0.25  # at most this share (%) of the error-free network's predictions may change per layer
 
 
 def panel_indices(catalog, size: int = PANEL, band=PANEL_POWER) -> list[int]:
@@ -78,9 +82,11 @@ def _mean_error_offset(layer, inputs, lut) -> np.ndarray:
 
 
 def choose_calibration(float_model, images: np.ndarray, catalog, percentiles=PERCENTILES, clips=CLIPS,
-                       panel: int = PANEL, progress=None) -> dict:
+                       panel: int = PANEL, progress=None, guard_images: np.ndarray | None = None,
+                       guard_pct: float = GUARD_PCT) -> dict:
     """Per conv layer (genome order) the chosen input percentile and kernel clip, with every
-    candidate's score. `images`: training images (the card's calibration images);
+    candidate's score. `images`: training images (the card's calibration images) for the
+    score, `guard_images` (default: `images`) for the guard on the error-free network;
     `progress(n)` is called after each candidate measured."""
     import keras
     import tensorflow as tf
@@ -99,14 +105,25 @@ def choose_calibration(float_model, images: np.ndarray, catalog, percentiles=PER
     luts = {i: (None if catalog[i].is_exact else catalog[i].lut) for i in panel_indices(catalog, panel)}
     folded = [layer.kernel.numpy().copy() for layer in layers]
     predict = tf.function(lambda x: twin(x, training=False), autograph=False)
-    chosen, scores = [], []
+    guard = images if guard_images is None else tf.constant(np.asarray(guard_images, np.float32))
+
+    def top1():  # the error-free network's predictions on the guard images
+        return np.concatenate([np.argmax(np.asarray(predict(guard[i:i + 500])), axis=1)
+                               for i in range(0, len(guard), 500)])
+
+    chosen, scores, flips = [], [], []
     for index, layer in enumerate(layers):
         tap = keras.Model(twin.inputs, layer.input)
-        table = {}
+        layer.set_input_range(*ranges[widest][index])
+        layer.kernel.assign(folded[index])
+        baseline = top1()
+        table, changed = {}, {}
         for p in percentiles:
             layer.set_input_range(*ranges[p][index])
             for c in clips:
                 layer.kernel.assign(clip_kernel(folded[index], c))
+                layer.set_multiplier(None)
+                changed[(p, c)] = float(100 * np.mean(top1() != baseline))
                 inputs = tap(images, training=False)
                 divergences = []
                 for lut in luts.values():
@@ -117,19 +134,23 @@ def choose_calibration(float_model, images: np.ndarray, catalog, percentiles=PER
                 table[(p, c)] = float(np.exp(np.mean(np.log(np.maximum(divergences, 1e-12)))))
                 if progress:
                     progress(1)
-        best = min(table, key=lambda k: (table[k], -k[0], k[1]))  # ties: the wider range, the milder clip
+        admissible = [k for k in table if changed[k] <= guard_pct + 1e-9]
+        best = min(admissible, key=lambda k: (table[k], -k[0], k[1]))  # ties: the wider range, the milder clip
         chosen.append({"layer": layer.name, "input_percentile": best[0], "kernel_clip_std": best[1],
                        "input_range": [float(v) for v in ranges[best[0]][index]]})
         scores.append({f"p{p:g}-clip{c:g}": v for (p, c), v in table.items()})
+        flips.append({f"p{p:g}-clip{c:g}": v for (p, c), v in changed.items()})
         layer.set_multiplier(None)
         layer.set_input_range(*ranges[best[0]][index])
         layer.kernel.assign(clip_kernel(folded[index], best[1]))
-    return {"layers": chosen, "scores": scores, "panel": [catalog[i].name for i in luts],
+    return {"layers": chosen, "scores": scores, "changed_predictions_pct": flips, "guard_pct": guard_pct,
+            "guard_images": int(len(guard)), "panel": [catalog[i].name for i in luts],
             "candidates": {"input_percentile": list(percentiles), "kernel_clip_std": list(clips)},
             "images": int(len(reference)),
             "criterion": "per layer, geometric mean over the panel of circuits (that layer approximate with its mean "
                          "error per channel removed, the others exact) of the KL divergence of the network's softmax "
-                         "from the float model's, on training images"}
+                         "from the float model's, on training images; admissible: a candidate changing at most "
+                         "guard_pct % of the error-free 8-bit network's top-1 predictions on the guard images"}
 
 
 def clipped_float_model(float_model, clips: list[float]):

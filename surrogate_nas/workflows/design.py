@@ -129,11 +129,12 @@ def calibrate(paths, out: Path, quiet: bool) -> dict:
     data, catalog = load_data_from(paths), load_catalog_from(paths, "auto")
     float_model = load_model(source)
     splits = make_splits(data, seed=0)
-    images = calibration_set(splits, data.source_hash, 0).images[:RULE_IMAGES]
+    guard = calibration_set(splits, data.source_hash, 0).images
+    images = guard[:RULE_IMAGES]
     n = len([layer for layer in float_model.layers if isinstance(layer, keras.layers.Conv2D)])
     with tqdm(total=n * len(PERCENTILES) * len(CLIPS), desc="calibration rule", unit="candidate",
               disable=quiet or None, dynamic_ncols=True) as bar:
-        rule = choose_calibration(float_model, images, catalog, progress=bar.update)
+        rule = choose_calibration(float_model, images, catalog, progress=bar.update, guard_images=guard)
     folder = out / "calibration"
     folder.mkdir(parents=True, exist_ok=True)
     model = clipped_float_model(float_model, [layer["kernel_clip_std"] for layer in rule["layers"]])
@@ -210,7 +211,7 @@ def design(paths, settings: DesignSettings, out: Path, quiet: bool = False) -> d
         run_dir = out / "search"
     from surrogate_nas.workflows.context import Context
 
-    ctx, _ = Context.from_run(run_dir, paths, quiet=True)
+    ctx, _ = Context.from_run(run_dir, replace(paths, model=None), quiet=True)  # the run's model
     try:
         cost = cost_phase(ctx, settings, folder)
         candidates = _timed(folder, "candidates", lambda: candidates_phase(ctx, run_dir, settings))

@@ -132,12 +132,26 @@ def _loaded(path: Path):
     return lambda x: model(x, training=False)
 
 
+def _source_model(ctx, settings, folder) -> Path:
+    """The model `design` started from: --model (before calibration), or the run's model with --from."""
+    from surrogate_nas.config import from_record, project_root
+    from surrogate_nas.evaluation.inputs import ensure_card
+
+    if settings.model is None:
+        return Path(ctx.model_path)
+    path = from_record(settings.model, project_root(ctx.paths))
+    ensure_card(path, ctx.data)
+    return path
+
+
 def choice_phase(ctx, settings, folder, run_dir: Path, soups: dict, baselines: dict, quiet: bool) -> dict:
     """Phase 6: every search-front point (un-tuned) and every retrained candidate on the
     choosing images; both rules choose; test scores only the chosen ones. Writes
     design.json, design.md, design.png and the run folder's report.html."""
+    from surrogate_nas.evaluation.evaluator import Evaluator
     from surrogate_nas.evaluation.images import select_images
     from surrogate_nas.genome import genome_names
+    from surrogate_nas.config import portable, project_root
     from surrogate_nas.results.design_choice import choose, entry, plot_design, write_json, write_table
     from surrogate_nas.workflows.design import choosing_images, search_front
     from surrogate_nas.workflows.finetune import save_design
@@ -148,7 +162,13 @@ def choice_phase(ctx, settings, folder, run_dir: Path, soups: dict, baselines: d
     ev = ctx.build_evaluator("validation", settings.search_images)
     exact = (ctx.exact_index,) * len(ev.layers)
     ev.set_genome(exact)
-    exact_right, exact_test = _right(ev._predict, choosing), _right(ev._predict, test)
+    calibrated = {"choosing_accuracy": float(_right(ev._predict, choosing).mean()),
+                  "test_accuracy": float(_right(ev._predict, test).mean())}
+    source = _source_model(ctx, settings, folder)
+    reference = Evaluator.from_paths(source, ctx.catalog, ctx.data, "validation", settings.search_images,
+                                     compensation="none", quiet=True)
+    reference.set_genome(exact)
+    exact_right, exact_test = _right(reference._predict, choosing), _right(reference._predict, test)
     points = []
     front = [p for p in search_front(run_dir) if p["genome"] != exact]
     for p in tqdm(front, desc="front on the choosing images", unit="design", disable=quiet or None):
@@ -176,7 +196,10 @@ def choice_phase(ctx, settings, folder, run_dir: Path, soups: dict, baselines: d
         "model": ctx.evaluator.card.get("model_name") or Path(ctx.model_path).stem, "seed": settings.seed,
         "settings": folder.state["settings"],
         "reference": {"choosing_accuracy": float(exact_right.mean()), "test_accuracy": float(exact_test.mean()),
-                      "test_images": int(len(test.labels))},
+                      "test_images": int(len(test.labels)), "model": portable(source, project_root(ctx.paths)),
+                      "what": "the all-exact 8-bit network of the model before calibration (its min..max input "
+                              "ranges, unclipped kernels): losses are against it"},
+        "calibrated_all_exact": calibrated,
         "images": {"search": [int(i) for i in search], "choosing": [int(i) for i in choosing.indices],
                    "split_of_choosing": "validation"},
         "calibration": folder.state["phases"].get("calibration"),
