@@ -188,6 +188,7 @@ def test_resume_after_an_interruption_in_each_phase(cli, tmp_path, store, monkey
     (("--seeds", "0"), "--seeds: must be between 1 and 10"),
     (("--from", "no-such-run"), "--from no-such-run: no such run folder"),
     (("--train-images", "-5"), "--train-images: must be >= 0"),
+    (("--max-distinct", "0"), "--max-distinct: must be between 1 and the number of approximable layers"),
     (("--search-images", "30"), "--search-images: the search used every validation image"),
 ])
 def test_bad_flags_one_line(cli, tmp_path, flags, message):
@@ -198,3 +199,34 @@ def test_bad_flags_one_line(cli, tmp_path, flags, message):
 def test_other_settings_in_the_same_folder_one_line(cli, tmp_path, store):
     r = cli("design", *TINY, "--seed", "5", "--out", store["out"], cache=tmp_path / "cache")
     assert r.rc == 2 and len(r.err_lines) == 1 and "holds a design made with other settings" in r.err_lines[0]
+
+
+def test_max_distinct_one(cli, tmp_path):
+    """With --max-distinct 1 every candidate and every chosen design uses one circuit."""
+    out = tmp_path / "d"
+    r = cli("design", *TINY, "--max-distinct", "1", "--retrain-hours", "0", "--out", out, cache=tmp_path / "cache")
+    assert r.rc == 0, r.err
+    doc = json.loads((out / "design.json").read_text())
+    assert json.loads((out / "search" / "config.json").read_text())["search"]["max_distinct"] == 1
+    assert all(len(set(c["genome"])) == 1 for c in doc["candidates"])
+    chosen = [c for rule in ("chosen", "chosen_upper") for c in doc[rule].values() if c is not None]
+    assert chosen and all(len(set(c["genome"])) == 1 for c in chosen)
+
+
+def test_candidates_rule_by_hand():
+    """The most accurate front point in each 5 % band from each target, the quiet design of
+    each target, duplicates once, and a limit spread over the savings."""
+    from surrogate_nas.workflows.design_retrain import choose_candidates
+
+    front = [{"genome": (1,), "accuracy": 0.80, "energy": 0.58},   # 42 %
+             {"genome": (2,), "accuracy": 0.82, "energy": 0.57},   # 43 %: the better one of 40-45
+             {"genome": (3,), "accuracy": 0.70, "energy": 0.38},   # 62 %
+             {"genome": (4,), "accuracy": 0.90, "energy": 0.90}]   # 10 %: no target
+    quiet = [(3,), (5,)]
+    energy = {(5,): 0.25}.get
+    got = choose_candidates(front, quiet, energy, targets=(40, 60, 75))
+    assert [(c.genome, c.source, round(c.saving_pct)) for c in got] == [((5,), "quiet", 75), ((3,), "front", 62),
+                                                                         ((2,), "front", 43)]
+    assert [c.key for c in got] == ["c1", "c2", "c3"]
+    spread = choose_candidates(front, quiet, energy, targets=(40, 60, 75), limit=2)
+    assert [c.genome for c in spread] == [(5,), (2,)]

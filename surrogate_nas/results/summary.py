@@ -172,6 +172,7 @@ def summarize(run_dir: Path) -> dict:
         "run": run_dir.name,
         "mode": config.get("search", {}).get("mode"),
         "compensation": config.get("search", {}).get("compensation", "none"),
+        "max_distinct": config.get("search", {}).get("max_distinct"),
         "true_evaluations": len(evaluations),
         "exact_reference": exact["genome"].split(";")[0],
         "all_exact": {"validation_accuracy": exact["validation_accuracy"], "test_accuracy": exact["test_accuracy"]},

@@ -22,7 +22,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from surrogate_nas.errors import UserError
@@ -45,6 +44,7 @@ class DesignSettings:
     seeds: int = 3
     test_images: int | None = None
     max_candidates: int = 14
+    max_distinct: int | None = None  # every design uses at most this many distinct circuits
 
     def validate(self) -> None:
         checks = [("--budget", self.budget >= 4, "must be at least 4"),
@@ -53,15 +53,18 @@ class DesignSettings:
                   ("--seeds", 1 <= self.seeds <= 10, "must be between 1 and 10"),
                   ("--train-images", self.train_images is None or self.train_images >= 1, "must be >= 1"),
                   ("--search-images", self.search_images >= 1, "must be >= 1"),
-                  ("--max-candidates", self.max_candidates >= 1, "must be >= 1")]
+                  ("--max-candidates", self.max_candidates >= 1, "must be >= 1"),
+                  ("--max-distinct", self.max_distinct is None or self.max_distinct >= 1,
+                   "must be between 1 and the number of approximable layers")]
         for flag, ok, why in checks:
             if not ok:
                 raise UserError(f"{flag}: {why}, got {getattr(self, flag[2:].replace('-', '_'))}")
 
     def same_run(self, other: dict) -> bool:
         """A folder continues only with the same settings (more or less time is allowed)."""
+        defaults = asdict(DesignSettings())  # a setting added since the folder was made: its default
         mine = {k: v for k, v in asdict(self).items() if k != "retrain_hours"}
-        return mine == {k: v for k, v in other.items() if k != "retrain_hours"}
+        return mine == {k: v for k, v in {**defaults, **other}.items() if k != "retrain_hours"}
 
 
 class DesignFolder:
@@ -154,7 +157,8 @@ def search(paths, settings: DesignSettings, out: Path, model: Path, quiet: bool)
     from surrogate_nas.workflows.run import execute
 
     config = SearchConfig(mode="surrogate", budget=settings.budget, seed=settings.seed,
-                          search_images=settings.search_images, evaluate_test=False)
+                          search_images=settings.search_images, evaluate_test=False,
+                          max_distinct=settings.max_distinct)
     ctx = Context.for_search(replace(paths, model=model), config, quiet=quiet)
     try:
         execute(ctx, config, out, run_id="search", resume=True, resume_flag=f"design --out {out}")
@@ -163,35 +167,15 @@ def search(paths, settings: DesignSettings, out: Path, model: Path, quiet: bool)
     return "search"
 
 
-def search_front(run_dir: Path) -> list[dict]:
-    """The non-dominated complete evaluations of a run (search-set accuracy, energy)."""
-    from surrogate_nas.results.run_folder import RunFolder
-
-    rows = [{"genome": tuple(int(v) for v in e["genome_indices"].split(",")), "accuracy": float(e["accuracy"]),
-             "energy": float(e["energy"])} for e in RunFolder(run_dir).evaluations()
-            if not (e.get("below_floor") or e.get("dominated_by"))]
-    return [r for r in rows if not any(o["accuracy"] >= r["accuracy"] and o["energy"] <= r["energy"]
-                                       and (o["accuracy"], o["energy"]) != (r["accuracy"], r["energy"]) for o in rows)]
-
-
-def choosing_images(splits, ctx):
-    """The validation images the search set leaves out: the choosing images."""
-    from surrogate_nas.evaluation.images import ImageSet
-
-    search = np.asarray(ctx.evaluator.image_set.indices)
-    if ctx.evaluator.image_set.split != "validation":
-        raise UserError("design: the search set must be validation images")
-    rest = np.setdiff1d(np.arange(len(splits.y_val)), search)
-    if len(rest) == 0:
-        raise UserError("--search-images: the search used every validation image; none is left for choosing")
-    return search, ImageSet(splits.x_val[rest], np.asarray(splits.y_val[rest]), "validation", rest,
-                            ctx.data.source_hash)
-
-
 def design(paths, settings: DesignSettings, out: Path, quiet: bool = False) -> dict:
     """Run (or continue) every phase; returns design.json's document."""
     from surrogate_nas.config import from_record, project_root
-    from surrogate_nas.workflows.design_phases import choice_phase, cost_phase, retraining_phase, soup_phase
+    from surrogate_nas.workflows.design_phases import (
+        choice_phase,
+        cost_phase,
+        retraining_phase,
+        soup_phase,
+    )
 
     settings.validate()
     out = Path(out)
@@ -211,10 +195,13 @@ def design(paths, settings: DesignSettings, out: Path, quiet: bool = False) -> d
         run_dir = out / "search"
     from surrogate_nas.workflows.context import Context
 
-    ctx, _ = Context.from_run(run_dir, replace(paths, model=None), quiet=True)  # the run's model
+    ctx, config = Context.from_run(run_dir, replace(paths, model=None), quiet=True)  # the run's model
+    if settings.from_run and settings.max_distinct is not None and config.max_distinct != settings.max_distinct:
+        raise UserError(f"--max-distinct {settings.max_distinct}: run {run_dir.name} searched with "
+                        f"max_distinct {config.max_distinct}")
     try:
         cost = cost_phase(ctx, settings, folder)
-        candidates = _timed(folder, "candidates", lambda: candidates_phase(ctx, run_dir, settings))
+        candidates = _timed(folder, "candidates", lambda: candidates_phase(ctx, run_dir, settings, config))
         race = _timed(folder, "retraining", lambda: retraining_phase(ctx, settings, folder, candidates, quiet))
         soups = _timed(folder, "soup", lambda: soup_phase(ctx, settings, folder, candidates, race, quiet))
         doc = _timed(folder, "choice", lambda: choice_phase(ctx, settings, folder, run_dir, soups, cost, quiet))
@@ -223,10 +210,12 @@ def design(paths, settings: DesignSettings, out: Path, quiet: bool = False) -> d
     return doc
 
 
-def candidates_phase(ctx, run_dir: Path, settings: DesignSettings) -> list[dict]:
+def candidates_phase(ctx, run_dir: Path, settings: DesignSettings, config) -> list[dict]:
     """Phase 3: the candidates (rule in `design_retrain.choose_candidates`)."""
     from surrogate_nas.evaluation.quiet import layer_energy, least_noise_designs
+    from surrogate_nas.workflows.design_phases import search_front
     from surrogate_nas.workflows.design_retrain import SAVING_TARGETS, choose_candidates
+    from surrogate_nas.workflows.run import distinct_limit
 
     ev = ctx.evaluator
     stats = ev.layer_statistics()
@@ -234,5 +223,8 @@ def candidates_phase(ctx, run_dir: Path, settings: DesignSettings) -> list[dict]
     energy = layer_energy([i.macs for i in ev.infos], ctx.catalog.powers, ctx.catalog.exact.power_mw)
     quiet = [tuple(d["genome_indices"]) for d in least_noise_designs(energy, noise ** 2, list(SAVING_TARGETS))
              if d is not None]
-    chosen = choose_candidates(search_front(run_dir), quiet, ev.energy)[:settings.max_candidates]
+    limit = distinct_limit(ctx, config)  # the search's limit
+    if limit is not None:  # the least-noise search knows no limit: such designs are left out
+        quiet = [g for g in quiet if limit.feasible(g)]
+    chosen = choose_candidates(search_front(run_dir), quiet, ev.energy, limit=settings.max_candidates)
     return [asdict(c) for c in chosen]

@@ -11,6 +11,33 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from surrogate_nas.errors import UserError
+
+
+def search_front(run_dir: Path) -> list[dict]:
+    """The non-dominated complete evaluations of a run (search-set accuracy, energy)."""
+    from surrogate_nas.results.run_folder import RunFolder
+
+    rows = [{"genome": tuple(int(v) for v in e["genome_indices"].split(",")), "accuracy": float(e["accuracy"]),
+             "energy": float(e["energy"])} for e in RunFolder(run_dir).evaluations()
+            if not (e.get("below_floor") or e.get("dominated_by"))]
+    return [r for r in rows if not any(o["accuracy"] >= r["accuracy"] and o["energy"] <= r["energy"]
+                                       and (o["accuracy"], o["energy"]) != (r["accuracy"], r["energy"]) for o in rows)]
+
+
+def choosing_images(splits, ctx):
+    """The validation images the search set leaves out: the choosing images."""
+    from surrogate_nas.evaluation.images import ImageSet
+
+    search = np.asarray(ctx.evaluator.image_set.indices)
+    if ctx.evaluator.image_set.split != "validation":
+        raise UserError("design: the search set must be validation images")
+    rest = np.setdiff1d(np.arange(len(splits.y_val)), search)
+    if len(rest) == 0:
+        raise UserError("--search-images: the search used every validation image; none is left for choosing")
+    return search, ImageSet(splits.x_val[rest], np.asarray(splits.y_val[rest]), "validation", rest,
+                            ctx.data.source_hash)
+
 
 def _splits(ctx):
     from surrogate_nas.data.splits import make_splits
@@ -153,7 +180,6 @@ def choice_phase(ctx, settings, folder, run_dir: Path, soups: dict, baselines: d
     from surrogate_nas.genome import genome_names
     from surrogate_nas.config import portable, project_root
     from surrogate_nas.results.design_choice import choose, entry, plot_design, write_json, write_table
-    from surrogate_nas.workflows.design import choosing_images, search_front
     from surrogate_nas.workflows.finetune import save_design
 
     splits = _splits(ctx)

@@ -35,10 +35,12 @@ class Candidate:
     search_accuracy: float | None = None
 
 
-def choose_candidates(front: list[dict], quiet: list[tuple[int, ...]], energy, targets=SAVING_TARGETS) -> list[Candidate]:
+def choose_candidates(front: list[dict], quiet: list[tuple[int, ...]], energy, targets=SAVING_TARGETS,
+                      limit: int | None = None) -> list[Candidate]:
     """At each saving target t (percent): the most accurate front point (search set) saving
     between t and t + 5 %, and the design adding the least output noise at t (`quiet`, one
-    per target, no labels used). Duplicates once."""
+    per target, no labels used). Duplicates once; more than `limit`: that many, evenly
+    spread over the savings (each tolerance needs its own)."""
     out: dict[tuple, Candidate] = {}
     for t in targets:
         inside = [p for p in front if t <= 100 * (1 - p["energy"]) < t + 5]
@@ -49,6 +51,9 @@ def choose_candidates(front: list[dict], quiet: list[tuple[int, ...]], energy, t
     for g in quiet:
         out.setdefault(tuple(g), Candidate("", tuple(g), 100 * (1 - energy(g)), "quiet"))
     ordered = sorted(out.values(), key=lambda c: (-c.saving_pct, c.genome))
+    if limit is not None and len(ordered) > limit:
+        picks = sorted({int(round(k * (len(ordered) - 1) / max(1, limit - 1))) for k in range(limit)})
+        ordered = [ordered[i] for i in picks]
     return [replace(c, key=f"c{k}") for k, c in enumerate(ordered, start=1)]
 
 

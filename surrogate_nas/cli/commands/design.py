@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                               f"(default {d.seeds})")
     p.add_argument("--max-candidates", type=int, default=d.max_candidates,
                    help=f"retraining candidates, at most (default {d.max_candidates})")
+    p.add_argument("--max-distinct", type=int, default=None, metavar="K",
+                   help="every design uses at most K distinct circuits (hardware shares multipliers)")
     p.add_argument("--test-images", type=int, default=None, help="test images for the report (default: all)")
     add_path_flags(p)
     p.set_defaults(func=run)
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         model=None if args.from_run else portable(paths.model, root), budget=args.budget, seed=args.seed,
         retrain_hours=args.retrain_hours, from_run=portable(args.from_run, root) if args.from_run else None,
         search_images=args.search_images, epochs=args.epochs, train_images=args.train_images or None,
-        seeds=args.seeds, test_images=args.test_images, max_candidates=args.max_candidates)
+        seeds=args.seeds, test_images=args.test_images, max_candidates=args.max_candidates,
+        max_distinct=args.max_distinct)
     doc = design(paths, settings, Path(args.out))
     for rule, name in (("chosen", "point estimate"), ("chosen_upper", "upper bound")):
         for key, c in doc[rule].items():
