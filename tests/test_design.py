@@ -223,7 +223,7 @@ def test_candidates_rule_by_hand():
              {"genome": (3,), "accuracy": 0.70, "energy": 0.38},   # 62 %
              {"genome": (4,), "accuracy": 0.90, "energy": 0.90}]   # 10 %: no target
     quiet = [(3,), (5,)]
-    energy = {(5,): 0.25}.get
+    energy = {(5,): 0.25, (3,): 0.38}.get
     got = choose_candidates(front, quiet, energy, targets=(40, 60, 75))
     assert [(c.genome, c.source, round(c.saving_pct)) for c in got] == [((5,), "quiet", 75), ((3,), "front", 62),
                                                                          ((2,), "front", 43)]
