@@ -48,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from surrogate_nas.errors import UserError
     from surrogate_nas.workflows.design import DesignSettings, design
 
+    import signal
+
+    def stop(signum, frame):  # a kill ends like Ctrl-C: the phase's seconds are recorded, nothing is lost
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     paths = paths_from_args(args)
     root = project_root(paths)
     if args.from_run and not Path(args.from_run).is_dir():
