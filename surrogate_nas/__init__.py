@@ -42,3 +42,8 @@ __getattr__, __dir__, _names = lazy_face(__name__, {
     "errors": ["UserError"],
 })
 __all__ = ["__version__", *_names]
+
+import sys as _sys
+
+if "keras" in _sys.modules:  # `import keras` came first: a user loading saved designs, register their layers
+    from surrogate_nas.emulation import layers as _layers  # noqa: F401
