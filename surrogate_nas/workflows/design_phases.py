@@ -185,7 +185,7 @@ def choice_phase(ctx, settings, folder, run_dir: Path, soups: dict, baselines: d
     splits = _splits(ctx)
     search, choosing = choosing_images(splits, ctx)
     test = select_images(splits, ctx.data.source_hash, "test", settings.test_images)
-    ev = ctx.build_evaluator("validation", settings.search_images)
+    ev = ctx.evaluator  # the search-set twin: never trained, only its circuits are set here
     exact = (ctx.exact_index,) * len(ev.layers)
     ev.set_genome(exact)
     calibrated = {"choosing_accuracy": float(_right(ev._predict, choosing).mean()),
