@@ -172,7 +172,6 @@ def summarize(run_dir: Path) -> dict:
         "run": run_dir.name,
         "mode": config.get("search", {}).get("mode"),
         "compensation": config.get("search", {}).get("compensation", "none"),
-        "max_distinct": config.get("search", {}).get("max_distinct"),
         "true_evaluations": len(evaluations),
         "exact_reference": exact["genome"].split(";")[0],
         "all_exact": {"validation_accuracy": exact["validation_accuracy"], "test_accuracy": exact["test_accuracy"]},
@@ -195,6 +194,9 @@ def summarize(run_dir: Path) -> dict:
         "rule": "chosen on validation accuracy (all validation images) against all-exact validation accuracy; "
                 "losses reported on the test set",
     }
+    if config.get("search", {}).get("max_distinct") is not None:
+        # Only runs that limit the distinct circuits carry the key, so older records still regenerate unchanged.
+        summary["max_distinct"] = config["search"]["max_distinct"]
     folder.write_summary(summary)
     return summary
 
