@@ -120,21 +120,34 @@ def test_clipped_kernels_are_what_the_twin_quantizes(float_model):
 def test_rule_picks_its_lowest_score(float_model, catalog, dataset):
     from surrogate_nas.data.splits import make_splits
     from surrogate_nas.evaluation.images import calibration_set
-    from surrogate_nas.network.range_rule import choose_calibration
+    from surrogate_nas.network.range_rule import choose_calibration, clipped_float_model
+    from surrogate_nas.network.twin import build_approx_model
 
-    images = calibration_set(make_splits(dataset, seed=0), dataset.source_hash, 0).images[:32]
-    rule = choose_calibration(float_model, images, catalog, percentiles=(100.0, 99.0), clips=(0.0, 3.0), panel=2,
-                              guard_pct=5.0)
-    for layer, scores, changed in zip(rule["layers"], rule["scores"], rule["changed_predictions_pct"]):
-        assert len(scores) == 4 and changed["p100-clip0"] == 0.0  # the baseline itself
-        admissible = {k: v for k, v in scores.items() if changed[k] <= 5.0}
+    guard = calibration_set(make_splits(dataset, seed=0), dataset.source_hash, 0)
+    images, labels = guard.images[:32], guard.labels[:32]
+    options = dict(percentiles=(100.0, 99.0), clips=(0.0, 3.0), panel=2, guard_labels=labels)
+    rule = choose_calibration(float_model, images, catalog, guard_pct=100.0, **options)
+    for layer, scores in zip(rule["layers"], rule["scores"]):
+        assert len(scores) == 4
         key = f"p{layer['input_percentile']:g}-clip{layer['kernel_clip_std']:g}"
-        assert key in admissible and scores[key] == min(admissible.values())
-    # a guard of 0 admits only what keeps every prediction: the widest range, unclipped, when the others change any
-    strict = choose_calibration(float_model, images, catalog, percentiles=(100.0, 99.0), clips=(0.0, 3.0), panel=2,
-                                guard_pct=0.0)
+        assert scores[key] == min(scores.values())  # every candidate admissible
+    # the guard's reference: the error-free 8-bit network at each conv input's min..max on the same images
+    import keras
+
+    convs = [layer for layer in float_model.layers if isinstance(layer, keras.layers.Conv2D)]
+    inputs = [np.asarray(keras.Model(float_model.inputs, layer.input)(images)) for layer in convs]
+    twin = build_approx_model(float_model, [(float(x.min()), float(x.max())) for x in inputs])
+    expected = np.argmax(np.asarray(twin(images, training=False)), axis=1)
+    assert rule["widest_accuracy_pct"] == pytest.approx(100 * np.mean(expected == labels.reshape(-1)))
+    # a guard of 0 admits only what keeps every prediction of that network, counted from the first layer on
+    strict = choose_calibration(float_model, images, catalog, guard_pct=0.0, **options)
     for layer, changed in zip(strict["layers"], strict["changed_predictions_pct"]):
         assert changed[f"p{layer['input_percentile']:g}-clip{layer['kernel_clip_std']:g}"] == 0.0
+        assert changed["p100-clip0"] == 0.0
+    # what it chose reproduces: the chosen ranges and clips in a fresh twin predict as the widest one does
+    model = clipped_float_model(float_model, [layer["kernel_clip_std"] for layer in strict["layers"]])
+    chosen = build_approx_model(model, [tuple(layer["input_range"]) for layer in strict["layers"]])
+    np.testing.assert_array_equal(np.argmax(np.asarray(chosen(images, training=False)), axis=1), expected)
 
 
 def test_resume_after_an_interruption_in_each_phase(cli, tmp_path, store, monkeypatch):

@@ -132,12 +132,13 @@ def calibrate(paths, out: Path, quiet: bool) -> dict:
     data, catalog = load_data_from(paths), load_catalog_from(paths, "auto")
     float_model = load_model(source)
     splits = make_splits(data, seed=0)
-    guard = calibration_set(splits, data.source_hash, 0).images
-    images = guard[:RULE_IMAGES]
+    guard = calibration_set(splits, data.source_hash, 0)
+    images = guard.images[:RULE_IMAGES]
     n = len([layer for layer in float_model.layers if isinstance(layer, keras.layers.Conv2D)])
     with tqdm(total=n * len(PERCENTILES) * len(CLIPS), desc="calibration rule", unit="candidate",
               disable=quiet or None, dynamic_ncols=True) as bar:
-        rule = choose_calibration(float_model, images, catalog, progress=bar.update, guard_images=guard)
+        rule = choose_calibration(float_model, images, catalog, progress=bar.update,
+                                  guard_images=guard.images, guard_labels=guard.labels)
     folder = out / "calibration"
     folder.mkdir(parents=True, exist_ok=True)
     model = clipped_float_model(float_model, [layer["kernel_clip_std"] for layer in rule["layers"]])
