@@ -13,22 +13,11 @@ from conftest import isolated_cwd, read_csv
 
 from surrogate_nas import cli
 from surrogate_nas.errors import UserError
-from surrogate_nas.evaluation.cache import CACHE_FILE_NAME, SCHEMA_VERSION, EvalCache, default_cache_file
+from surrogate_nas.evaluation.cache import SCHEMA_VERSION, EvalCache, default_cache_file
+from test_cache import _no_project_config, db  # noqa: F401  (the same fixtures: a cache file, no project config)
 
 FP_A = "a" * 64
 
-
-@pytest.fixture
-def db(tmp_path) -> Path:
-    return tmp_path / "cache" / CACHE_FILE_NAME
-
-
-@pytest.fixture(autouse=True)
-def _no_project_config(tmp_path, monkeypatch):
-    """Keep the CLI away from the checkout's surrogate_nas.toml and environment."""
-    monkeypatch.chdir(tmp_path)
-    for var in ("SURROGATE_NAS_CONFIG", "SURROGATE_NAS_CACHE"):
-        monkeypatch.delenv(var, raising=False)
 
 # -- damaged and foreign files ---------------------------------------------------------------
 
