@@ -228,7 +228,8 @@ def test_max_distinct_one(cli, tmp_path):
 
 def test_candidates_rule_by_hand():
     """The most accurate front point in each 5 % band from each target, the quiet design of
-    each target, duplicates once, and a limit spread over the savings."""
+    each target, duplicates once, and a limit that keeps front points first, spread over the
+    savings."""
     from surrogate_nas.workflows.design_retrain import choose_candidates
 
     front = [{"genome": (1,), "accuracy": 0.80, "energy": 0.58},   # 42 %
@@ -241,5 +242,10 @@ def test_candidates_rule_by_hand():
     assert [(c.genome, c.source, round(c.saving_pct)) for c in got] == [((5,), "quiet", 75), ((3,), "front", 62),
                                                                          ((2,), "front", 43)]
     assert [c.key for c in got] == ["c1", "c2", "c3"]
-    spread = choose_candidates(front, quiet, energy, targets=(40, 60, 75), limit=2)
-    assert [c.genome for c in spread] == [(5,), (2,)]
+    # a limit keeps the front points (measured accuracy) first; quiet designs fill what is left
+    assert [c.genome for c in choose_candidates(front, quiet, energy, targets=(40, 60, 75), limit=2)] == [(3,), (2,)]
+    assert [c.genome for c in choose_candidates(front, quiet, energy, targets=(40, 60, 75), limit=1)] == [(3,)]
+    # more front points than the limit: spread evenly over the savings (highest, lowest, middle)
+    many = [{"genome": (10 + k,), "accuracy": 0.8, "energy": 1 - s / 100} for k, s in enumerate((41, 46, 51, 56, 61))]
+    spread = choose_candidates(many, quiet, energy, targets=(40, 45, 50, 55, 60), limit=3)
+    assert [round(c.saving_pct) for c in spread] == [61, 51, 41] and all(c.source == "front" for c in spread)

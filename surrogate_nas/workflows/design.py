@@ -201,13 +201,24 @@ def design(paths, settings: DesignSettings, out: Path, quiet: bool = False) -> d
         raise UserError(f"--max-distinct {settings.max_distinct}: run {run_dir.name} searched with "
                         f"max_distinct {config.max_distinct}")
     try:
+        began = time.time()
         cost = cost_phase(ctx, settings, folder)
+        if "baselines" not in folder.state["seconds"]:
+            folder.add_seconds("baselines", time.time() - began)
         candidates = _timed(folder, "candidates", lambda: candidates_phase(ctx, run_dir, settings, config))
         race = _timed(folder, "retraining", lambda: retraining_phase(ctx, settings, folder, candidates, quiet))
         soups = _timed(folder, "soup", lambda: soup_phase(ctx, settings, folder, candidates, race, quiet))
         doc = _timed(folder, "choice", lambda: choice_phase(ctx, settings, folder, run_dir, soups, cost, quiet))
     finally:
         ctx.close()
+    if doc["cost"]["phases"] != folder.state["seconds"]:  # the choice's own seconds, known once it ended
+        from surrogate_nas.results.design_choice import write_json, write_table
+
+        doc["cost"].update(phases=dict(folder.state["seconds"]), wall_s=sum(folder.state["seconds"].values()))
+        folder.state["phases"]["choice"] = doc
+        folder.save()
+        write_json(out / "design.json", doc)
+        write_table(out / "design.md", doc)
     return doc
 
 

@@ -39,22 +39,33 @@ def choose_candidates(front: list[dict], quiet: list[tuple[int, ...]], energy, t
                       limit: int | None = None) -> list[Candidate]:
     """At each saving target t (percent): the most accurate front point (search set) saving
     between t and t + 5 %, and the design adding the least output noise at t (`quiet`, one
-    per target, no labels used). Duplicates once; more than `limit`: that many, evenly
-    spread over the savings (each tolerance needs its own)."""
-    out: dict[tuple, Candidate] = {}
+    per target, no labels used). Duplicates once. Front points come first, since their
+    accuracy is measured; quiet designs fill what `limit` leaves, and more than `limit` of
+    either kind are thinned evenly over the savings (each tolerance needs its own)."""
+    picked: dict[tuple, Candidate] = {}
     for t in targets:
         inside = [p for p in front if t <= 100 * (1 - p["energy"]) < t + 5]
         if inside:
             best = max(inside, key=lambda p: (p["accuracy"], -p["energy"]))
-            out.setdefault(tuple(best["genome"]), Candidate("", tuple(best["genome"]), 100 * (1 - best["energy"]),
-                                                            "front", best["accuracy"]))
-    for g in quiet:
-        out.setdefault(tuple(g), Candidate("", tuple(g), 100 * (1 - energy(g)), "quiet"))
-    ordered = sorted(out.values(), key=lambda c: (-c.saving_pct, c.genome))
-    if limit is not None and len(ordered) > limit:
-        picks = sorted({int(round(k * (len(ordered) - 1) / max(1, limit - 1))) for k in range(limit)})
-        ordered = [ordered[i] for i in picks]
+            picked.setdefault(tuple(best["genome"]), Candidate("", tuple(best["genome"]),
+                                                               100 * (1 - best["energy"]), "front", best["accuracy"]))
+    fronts = list(picked.values())
+    quiets = [Candidate("", tuple(g), 100 * (1 - energy(g)), "quiet") for g in dict.fromkeys(map(tuple, quiet))
+              if tuple(g) not in picked]
+    room = None if limit is None else max(0, limit - len(fronts))
+    chosen = _spread(fronts, limit) + _spread(quiets, room)
+    ordered = sorted(chosen, key=lambda c: (-c.saving_pct, c.genome))
     return [replace(c, key=f"c{k}") for k, c in enumerate(ordered, start=1)]
+
+
+def _spread(candidates: list[Candidate], limit: int | None) -> list[Candidate]:
+    """At most `limit` of `candidates`, evenly spread over their savings."""
+    ordered = sorted(candidates, key=lambda c: (-c.saving_pct, c.genome))
+    if limit is None or len(ordered) <= limit:
+        return ordered
+    if limit <= 0:
+        return []
+    return [ordered[i] for i in sorted({int(round(k * (len(ordered) - 1) / max(1, limit - 1))) for k in range(limit)})]
 
 
 class Retrainer:
