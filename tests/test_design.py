@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 TINY = ("--budget", "8", "--search-images", "20", "--epochs", "2", "--train-images", "100", "--seeds", "2",
-        "--max-candidates", "3", "--retrain-hours", "1")
+        "--max-candidates", "3")
 TOLERANCES = ("0.5", "1", "2")
 
 
@@ -198,6 +198,7 @@ def test_resume_after_an_interruption_in_each_phase(cli, tmp_path, store, monkey
 @pytest.mark.parametrize("flags, message", [
     (("--budget", "2"), "--budget: must be at least 4"),
     (("--retrain-hours", "-1"), "--retrain-hours: must be >= 0"),
+    (("--retrain-epochs", "-1"), "--retrain-epochs: must be between 0 and 10000"),
     (("--seeds", "0"), "--seeds: must be between 1 and 10"),
     (("--from", "no-such-run"), "--from no-such-run: no such run folder"),
     (("--train-images", "-5"), "--train-images: must be >= 0"),
@@ -214,10 +215,23 @@ def test_other_settings_in_the_same_folder_one_line(cli, tmp_path, store):
     assert r.rc == 2 and len(r.err_lines) == 1 and "holds a design made with other settings" in r.err_lines[0]
 
 
+def test_epoch_budget_bounds_the_race(cli, tmp_path, store, monkeypatch):
+    """--retrain-epochs counts every epoch of every candidate and seed: the race stops there."""
+    monkeypatch.chdir(store["out"].parent)  # the project root the first design's records are relative to
+    out = tmp_path / "b"
+    r = cli("design", *TINY, "--retrain-epochs", "4", "--from", store["out"] / "search", "--out", out,
+            cache=tmp_path / "cache")
+    assert r.rc == 0, r.err
+    state = json.loads((out / "design-state.json").read_text())
+    trained = sum(len(json.loads(h.read_text())["history"]) - 1 for h in out.glob("retraining/*.work/history.json"))
+    assert trained == state["phases"]["retraining"]["epochs_used"] <= 4
+    assert trained >= min(4, len(state["phases"]["candidates"]))  # every candidate's first epoch fits first
+
+
 def test_max_distinct_one(cli, tmp_path):
     """With --max-distinct 1 every candidate and every chosen design uses one circuit."""
     out = tmp_path / "d"
-    r = cli("design", *TINY, "--max-distinct", "1", "--retrain-hours", "0", "--out", out, cache=tmp_path / "cache")
+    r = cli("design", *TINY, "--max-distinct", "1", "--retrain-epochs", "0", "--out", out, cache=tmp_path / "cache")
     assert r.rc == 0, r.err
     doc = json.loads((out / "design.json").read_text())
     assert json.loads((out / "search" / "config.json").read_text())["search"]["max_distinct"] == 1

@@ -35,7 +35,8 @@ class DesignSettings:
     model: str | None = None  # recorded relative to the project root
     budget: int = 300
     seed: int = 0
-    retrain_hours: float = 1.0
+    retrain_hours: float | None = None  # a wall-clock cap on the retraining (None: none)
+    retrain_epochs: int = 24  # the retraining's budget: epochs over all candidates and seeds
     from_run: str | None = None
     search_images: int = 2000
     recipe: str = "kd-clip3-adam1e-3-cos"
@@ -43,12 +44,14 @@ class DesignSettings:
     train_images: int | None = 20000
     seeds: int = 3
     test_images: int | None = None
-    max_candidates: int = 14
+    max_candidates: int = 8
     max_distinct: int | None = None  # every design uses at most this many distinct circuits
 
     def validate(self) -> None:
         checks = [("--budget", self.budget >= 4, "must be at least 4"),
-                  ("--retrain-hours", 0 <= self.retrain_hours < 1000, "must be >= 0 (0: no retraining)"),
+                  ("--retrain-hours", self.retrain_hours is None or 0 <= self.retrain_hours < 1000,
+                   "must be >= 0 (0: no retraining)"),
+                  ("--retrain-epochs", 0 <= self.retrain_epochs <= 10_000, "must be between 0 and 10000 (0: no retraining)"),
                   ("--seed", self.seed >= 0, "must be >= 0"), ("--epochs", self.epochs >= 1, "must be >= 1"),
                   ("--seeds", 1 <= self.seeds <= 10, "must be between 1 and 10"),
                   ("--train-images", self.train_images is None or self.train_images >= 1, "must be >= 1"),
@@ -61,10 +64,11 @@ class DesignSettings:
                 raise UserError(f"{flag}: {why}, got {getattr(self, flag[2:].replace('-', '_'))}")
 
     def same_run(self, other: dict) -> bool:
-        """A folder continues only with the same settings (more or less time is allowed)."""
+        """A folder continues only with the same settings (a larger or smaller retraining budget is allowed)."""
         defaults = asdict(DesignSettings())  # a setting added since the folder was made: its default
-        mine = {k: v for k, v in asdict(self).items() if k != "retrain_hours"}
-        return mine == {k: v for k, v in {**defaults, **other}.items() if k != "retrain_hours"}
+        budget = ("retrain_hours", "retrain_epochs")
+        mine = {k: v for k, v in asdict(self).items() if k not in budget}
+        return mine == {k: v for k, v in {**defaults, **other}.items() if k not in budget}
 
 
 class DesignFolder:

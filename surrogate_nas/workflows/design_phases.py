@@ -96,23 +96,24 @@ def _retrainer(ctx, settings, folder):
 
 
 def retraining_phase(ctx, settings, folder, candidates: list[dict], quiet: bool) -> dict:
-    """Phase 4: the race within --retrain-hours (time already spent in earlier calls of an
-    interrupted design counts)."""
+    """Phase 4: the race within --retrain-epochs (and --retrain-hours when given: time already
+    spent in earlier calls of an interrupted design counts)."""
     from surrogate_nas.workflows.design_retrain import Candidate, race
 
     cands = [Candidate(**{**c, "genome": tuple(c["genome"])}) for c in candidates]
-    if settings.retrain_hours == 0 or not cands:
-        return {"candidates": {c.key: {"dropped": "no retraining time", "histories": {}, "seeds": []} for c in cands},
+    if settings.retrain_hours == 0 or settings.retrain_epochs == 0 or not cands:
+        return {"candidates": {c.key: {"dropped": "no retraining budget", "histories": {}, "seeds": []} for c in cands},
                 "epoch_seconds": None}
     retrainer = _retrainer(ctx, settings, folder)
-    spent = sum(h["seconds"] for c in cands for s in range(settings.seeds)
-                for h in retrainer.history(c, s))
-    deadline = time.time() + settings.retrain_hours * 3600 - spent
-    total = len(cands) * settings.epochs * settings.seeds
+    deadline = float("inf")
+    if settings.retrain_hours is not None:
+        spent = sum(h["seconds"] for c in cands for s in range(settings.seeds) for h in retrainer.history(c, s))
+        deadline = time.time() + settings.retrain_hours * 3600 - spent
+    total = min(settings.retrain_epochs, len(cands) * settings.epochs * settings.seeds)
     with tqdm(total=total, desc="retraining (epochs, at most)", unit="epoch", disable=quiet or None,
               dynamic_ncols=True) as bar:
         result = race(retrainer, cands, retrainer.ev.accuracy((ctx.exact_index,) * len(retrainer.ev.layers)),
-                      settings.seeds, deadline, None, bar)
+                      settings.seeds, deadline, None, bar, max_epochs=settings.retrain_epochs)
     return result
 
 

@@ -1,16 +1,17 @@
-"""`design`'s retraining: candidates chosen by a rule, raced within a time budget, several
-seeds, and a greedy soup of each candidate's retrainings.
+"""`design`'s retraining: candidates chosen by a rule, raced within a budget of epochs (the
+same decisions on every machine; a wall-clock cap may be added), several seeds, and a
+greedy soup of each candidate's retrainings.
 
 Image roles (as in `workflows.retrain`): training images train; the tuning images (the
 search set) pick each retraining's best epoch, decide the race and the soup; the choosing
 images are never read here.
 
 The race: every candidate gets its first epoch (seed 0); a candidate is then dropped when
-another one saves at least as much energy and is more accurate on the tuning images after
-the same epoch, or when it is more than `catch_up_pp` below the all-exact network there
+another one saves at least as much energy and is more accurate on the tuning images at its
+best so far (epoch 0 or 1), or when it is more than `catch_up_pp` below the all-exact network there
 (what later epochs recover is far less). The survivors finish their epochs, highest
-saving first, and while time is left each gets more seeds, highest saving first: the saving
-at a tolerance comes from the cheapest design that gets within it, so time goes there.
+saving first, and while the budget lasts each gets more seeds, highest saving first: the saving
+at a tolerance comes from the cheapest design that gets within it, so the budget goes there.
 """
 
 from __future__ import annotations
@@ -104,43 +105,55 @@ class Retrainer:
 
 
 def race(retrainer: Retrainer, candidates: list[Candidate], exact_tuning: float, seeds: int, deadline: float,
-         epoch_seconds: float | None, bar=None, catch_up_pp: float = CATCH_UP_PP) -> dict:
-    """The race within `deadline` (time.time()); returns {key: {"seeds": [finished seeds],
+         epoch_seconds: float | None, bar=None, catch_up_pp: float = CATCH_UP_PP, max_epochs: int | None = None) -> dict:
+    """The race within `max_epochs` epochs over all retrainings (the same on every machine)
+    and `deadline` (time.time(); inf: none); returns {key: {"seeds": [finished seeds],
     "dropped": why or None, "histories": {seed: history}}}. Work already done (checkpoints)
-    is reused, so a resumed race continues where it stopped."""
+    is reused and counted where an uninterrupted race would have spent it, so a resumed
+    race continues where it stopped and makes the same decisions."""
     epochs = retrainer.recipe.epochs
     state = {c.key: {"dropped": None, "histories": {}} for c in candidates}
     timing = {"epoch": epoch_seconds}
+    budget = {"used": 0, "counted": {}}
 
     def run(c: Candidate, seed: int, until: int) -> bool:
-        done = len(retrainer.history(c, seed)) - 1
+        done = max(0, len(retrainer.history(c, seed)) - 1)
+        counted = budget["counted"].get((c.key, seed), 0)
+        budget["used"] += max(0, min(done, until) - counted)  # finished earlier: counted here, in race order
+        budget["counted"][(c.key, seed)] = max(counted, min(done, until))
         if done >= until:
             state[c.key]["histories"][seed] = retrainer.history(c, seed)
             return True
-        cost = (until - max(done, 0)) * (timing["epoch"] or 0)
-        if time.time() + cost > deadline:
+        need = until - done
+        if max_epochs is not None and budget["used"] + need > max_epochs:
+            return False
+        if time.time() + need * (timing["epoch"] or 0) > deadline:
             return False
         began = time.time()
         history = retrainer.train(c, seed, until)
-        timing["epoch"] = (time.time() - began) / max(1, until - max(done, 0))
+        timing["epoch"] = (time.time() - began) / need
+        budget["used"] += need
+        budget["counted"][(c.key, seed)] = until
         state[c.key]["histories"][seed] = history
         if bar is not None:
-            bar.update(until - max(done, 0))
+            bar.update(need)
         return True
 
     # round 1: one epoch each, seed 0
     alive = [c for c in candidates if run(c, 0, 1)]
     for c in candidates:
         if c not in alive:
-            state[c.key]["dropped"] = "no time for its first epoch"
-    after1 = {c.key: state[c.key]["histories"][0][1]["tune_accuracy"] for c in alive}
+            state[c.key]["dropped"] = "no budget left for its first epoch"
+    # the best so far (epoch 0 is the un-tuned design): what the best-epoch selection would keep
+    # now; a first epoch at the peak learning rate often dips below an already good design
+    after1 = {c.key: max(h["tune_accuracy"] for h in state[c.key]["histories"][0][:2]) for c in alive}
     for c in alive:
         if 100 * (exact_tuning - after1[c.key]) > catch_up_pp:
-            state[c.key]["dropped"] = f"more than {catch_up_pp:g} pp below all-exact on the tuning images after epoch 1"
+            state[c.key]["dropped"] = f"more than {catch_up_pp:g} pp below all-exact on the tuning images by epoch 1"
         rival = next((o for o in alive if o is not c and o.saving_pct >= c.saving_pct and after1[o.key] > after1[c.key]),
                      None)
         if rival is not None and state[c.key]["dropped"] is None:
-            state[c.key]["dropped"] = f"{rival.key} saves as much and is more accurate after epoch 1"
+            state[c.key]["dropped"] = f"{rival.key} saves as much and is more accurate by epoch 1"
     alive = [c for c in alive if state[c.key]["dropped"] is None]
     # the survivors finish, then more seeds, highest saving first
     for seed in range(seeds):
@@ -152,7 +165,7 @@ def race(retrainer: Retrainer, candidates: list[Candidate], exact_tuning: float,
     for c in candidates:
         hist = state[c.key]["histories"]
         state[c.key]["seeds"] = sorted(s for s, h in hist.items() if len(h) - 1 >= epochs)
-    return {"candidates": state, "epoch_seconds": timing["epoch"]}
+    return {"candidates": state, "epoch_seconds": timing["epoch"], "epochs_used": budget["used"]}
 
 
 def soup_candidate(retrainer: Retrainer, candidate: Candidate, seeds: list[int]) -> dict:

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = DesignSettings()
     p = sub.add_parser("design", help="model -> calibrated, searched, retrained designs chosen on held-out images",
                        description="One resumable folder: calibration chosen by a rule on training images, the "
-                                   "search (as run), retraining candidates raced within --retrain-hours with "
+                                   "search (as run), retraining candidates raced within --retrain-epochs with "
                                    "several seeds and a greedy soup, then the choice at 0.5 / 1 / 2 pp on the "
                                    "validation images the search did not use; test only reports. Run the same "
                                    "command again to continue an interrupted design.")
@@ -23,8 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=d.budget, help=f"true evaluations of the search (default {d.budget})")
     p.add_argument("--from", dest="from_run", metavar="RUN_DIR",
                    help="start from this finished run instead of calibrating and searching")
-    p.add_argument("--retrain-hours", type=float, default=d.retrain_hours,
-                   help=f"time for retraining, race included (default {d.retrain_hours:g}; 0: none)")
+    p.add_argument("--retrain-epochs", type=int, default=d.retrain_epochs,
+                   help=f"retraining budget: epochs over all candidates and seeds, race included (default "
+                        f"{d.retrain_epochs}; the same on every machine; 0: no retraining)")
+    p.add_argument("--retrain-hours", type=float, default=None,
+                   help="also stop the retraining after this many hours (default: no wall-clock cap; 0: none)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the search (default 0)")
     p.add_argument("--search-images", type=int, default=d.search_images,
                    help=f"validation images of the search and tuning (default {d.search_images}); the rest choose")
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--train-images: must be >= 0 (0: all), got {args.train_images}")
     settings = DesignSettings(
         model=None if args.from_run else portable(paths.model, root), budget=args.budget, seed=args.seed,
-        retrain_hours=args.retrain_hours, from_run=portable(args.from_run, root) if args.from_run else None,
+        retrain_hours=args.retrain_hours, retrain_epochs=args.retrain_epochs, from_run=portable(args.from_run, root) if args.from_run else None,
         search_images=args.search_images, epochs=args.epochs, train_images=args.train_images or None,
         seeds=args.seeds, test_images=args.test_images, max_candidates=args.max_candidates,
         max_distinct=args.max_distinct)
