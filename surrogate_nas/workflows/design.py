@@ -121,6 +121,17 @@ def _timed(folder: DesignFolder, phase: str, fn):
     return result
 
 
+def _check_search_images(paths, settings: DesignSettings) -> None:
+    """Before any work: the search set must leave validation images for the choice."""
+    from surrogate_nas.data.splits import make_splits
+    from surrogate_nas.evaluation.inputs import load_data_from
+
+    n = len(make_splits(load_data_from(paths), seed=0).y_val)
+    if settings.search_images >= n:
+        raise UserError(f"--search-images {settings.search_images}: the search used every validation image "
+                        f"({n}); none is left for choosing")
+
+
 def calibrate(paths, out: Path, quiet: bool) -> dict:
     """Phase 1: the rule's choice, the model with clipped kernels and its card."""
     import keras
@@ -176,7 +187,9 @@ def design(paths, settings: DesignSettings, out: Path, quiet: bool = False) -> d
     """Run (or continue) every phase; returns design.json's document."""
     from surrogate_nas.config import from_record, project_root
     from surrogate_nas.workflows.design_phases import (
+        _splits,
         choice_phase,
+        choosing_images,
         cost_phase,
         retraining_phase,
         soup_phase,
@@ -194,6 +207,7 @@ def design(paths, settings: DesignSettings, out: Path, quiet: bool = False) -> d
         folder.state["phases"].setdefault("search", settings.from_run)
         folder.save()
     else:
+        _check_search_images(paths, settings)
         calibration = _timed(folder, "calibration", lambda: calibrate(paths, out, quiet))
         model = out / calibration["model"]
         _timed(folder, "search", lambda: search(paths, settings, out, model, quiet))
@@ -205,6 +219,7 @@ def design(paths, settings: DesignSettings, out: Path, quiet: bool = False) -> d
         raise UserError(f"--max-distinct {settings.max_distinct}: run {run_dir.name} searched with "
                         f"max_distinct {config.max_distinct}")
     try:
+        choosing_images(_splits(ctx), ctx)  # a run that searched on every validation image: said now, not at the end
         began = time.time()
         cost = cost_phase(ctx, settings, folder)
         if "baselines" not in folder.state["seconds"]:
