@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from surrogate_nas.errors import UserError
+from surrogate_nas.results.summary import TOLERANCES_PP
 
 RULES = (("chosen", "point estimate"), ("chosen_upper", "upper bound"))
 COLUMNS = ("model", "rule", "within_pp", "seeds", "designs_found", "saving_median_pct", "saving_min_pct",
@@ -31,10 +32,9 @@ def _median(values) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def seed_rows(paths: list[Path]) -> list[dict]:
+def seed_rows(docs: list[dict]) -> list[dict]:
     """One row per model, rule and tolerance; a seed whose rule found no design counts as
     0 % saving in the median (a user of that seed gets no saving)."""
-    docs = [json.loads(p.read_text()) for p in paths]
     by_model: dict[str, list[dict]] = {}
     for doc in docs:
         by_model.setdefault(doc["model"], []).append(doc)
@@ -70,7 +70,8 @@ def write_summary(root: Path) -> list[dict]:
     """summary.csv, summary.md and summary.png in `root`, from every design below it."""
     root = Path(root)
     paths = find_designs(root)
-    rows = seed_rows(paths)
+    docs = [json.loads(p.read_text()) for p in paths]
+    rows = seed_rows(docs)
     with open(root / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -96,26 +97,22 @@ def write_summary(root: Path) -> list[dict]:
                      "timed in the same process).")
     lines += ["", "From: " + ", ".join(str(p.parent.relative_to(root)) for p in paths)]
     (root / "summary.md").write_text("\n".join(lines) + "\n")
-    _plot(root / "summary.png", paths)
+    _plot(root / "summary.png", docs)
     return rows
 
 
-def _plot(path: Path, paths: list[Path]) -> None:
+def _plot(path: Path, docs: list[dict]) -> None:
     """Saving against choosing loss of each seed's point-estimate choices, one marker per model."""
     from surrogate_nas.results.plots import plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    models = sorted({json.loads(p.read_text())["model"] for p in paths})
-    for m, model in enumerate(models):
-        for p in paths:
-            doc = json.loads(p.read_text())
-            if doc["model"] != model:
-                continue
-            picks = [c for c in doc["chosen"].values() if c is not None]
-            ax.scatter([c["energy_saving_pct"] for c in picks], [c["test_loss_pp"] for c in picks],
-                       marker="os^D"[m % 4], c=[f"C{doc['seed'] % 10}"] * len(picks),
-                       label=f"{model}, seed {doc['seed']}")
-    for t in (0.5, 1.0, 2.0):
+    models = sorted({doc["model"] for doc in docs})
+    for doc in docs:
+        picks = [c for c in doc["chosen"].values() if c is not None]
+        ax.scatter([c["energy_saving_pct"] for c in picks], [c["test_loss_pp"] for c in picks],
+                   marker="os^D"[models.index(doc["model"]) % 4], c=[f"C{doc['seed'] % 10}"] * len(picks),
+                   label=f"{doc['model']}, seed {doc['seed']}")
+    for t in TOLERANCES_PP:
         ax.axhline(t, c="k", ls=":", lw=0.7)
     ax.set_xlabel("energy saving of the chosen design (%)")
     ax.set_ylabel("test loss against all-exact (pp, reported only)")
