@@ -263,3 +263,21 @@ def test_candidates_rule_by_hand():
     many = [{"genome": (10 + k,), "accuracy": 0.8, "energy": 1 - s / 100} for k, s in enumerate((41, 46, 51, 56, 61))]
     spread = choose_candidates(many, quiet, energy, targets=(40, 45, 50, 55, 60), limit=3)
     assert [round(c.saving_pct) for c in spread] == [61, 51, 41] and all(c.source == "front" for c in spread)
+
+
+def test_tolerances_get_their_candidates_tightest_first():
+    """Each tolerance, tightest first, gets the highest-saving survivor whose loss after epoch 1
+    is within the tolerance plus the recovery, and that saves more than those already taken;
+    the rest follow, highest saving first."""
+    from surrogate_nas.workflows.design_retrain import Candidate, serve_tolerances
+
+    cands = {k: Candidate(k, (i,), s, "front") for i, (k, s) in enumerate([("a", 70.0), ("b", 65.0), ("c", 60.0),
+                                                                           ("d", 55.0), ("e", 45.0)])}
+    loss = {"a": 3.4, "b": 3.6, "c": 1.9, "d": 1.2, "e": 0.1}
+    got = serve_tolerances(list(cands.values()), loss, tolerances=(0.5, 1.0, 2.0), recovery_pp=1.5)
+    # 0.5 pp: c and d and e fit (<= 2.0), c saves most; 1 pp (<= 2.5): nothing above c's 60 %;
+    # 2 pp (<= 3.5): a (b's 3.6 does not fit)
+    assert [(c.key, t) for c, t in got] == [("c", 0.5), ("a", 2.0), ("b", None), ("d", None), ("e", None)]
+    # with no recovery only e is within 0.5; c (1.9) is the highest saving within 2
+    got = serve_tolerances(list(cands.values()), loss, tolerances=(0.5, 1.0, 2.0), recovery_pp=0.0)
+    assert [(c.key, t) for c, t in got] == [("e", 0.5), ("c", 2.0), ("a", None), ("b", None), ("d", None)]

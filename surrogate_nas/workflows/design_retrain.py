@@ -9,9 +9,12 @@ images are never read here.
 The race: every candidate gets its first epoch (seed 0); a candidate is then dropped when
 another one saves at least as much energy and is more accurate on the tuning images at its
 best so far (epoch 0 or 1), or when it is more than `catch_up_pp` below the all-exact network there
-(what later epochs recover is far less). The survivors finish their epochs, highest
-saving first, and while the budget lasts each gets more seeds, highest saving first: the saving
-at a tolerance comes from the cheapest design that gets within it, so the budget goes there.
+(what later epochs recover is far less). The budget then goes to the tolerances, tightest
+first: for each one, the highest-saving survivor that can still get within it (its loss
+after epoch 1 at most the tolerance plus `RECOVERY_PP`) finishes every seed, so it becomes
+a soup; the other survivors follow, highest saving first. The saving at a tolerance comes
+from the cheapest design that gets within it, and a soup of seeds is what gets a retrained
+design that far (a single retraining rarely does).
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ import numpy as np
 
 CATCH_UP_PP = 4.0  # a candidate this far below all-exact on the tuning images after epoch 1 is dropped
 SAVING_TARGETS = tuple(range(40, 75, 5))  # percent: where candidates are taken
+TOLERANCES_PP = (0.5, 1.0, 2.0)  # the choice's tolerances: each gets a candidate of its own, tightest first
+# What the rest of a retraining and a soup of three seeds add to a design's best tuning accuracy
+# after epoch 1: the 57 % design of experiments/input-range went from 81.35 % to 82.75 % (soup3).
+RECOVERY_PP = 1.5
 
 
 @dataclass
@@ -155,17 +162,33 @@ def race(retrainer: Retrainer, candidates: list[Candidate], exact_tuning: float,
         if rival is not None and state[c.key]["dropped"] is None:
             state[c.key]["dropped"] = f"{rival.key} saves as much and is more accurate by epoch 1"
     alive = [c for c in alive if state[c.key]["dropped"] is None]
-    # the survivors finish, then more seeds, highest saving first
-    for seed in range(seeds):
-        for c in sorted(alive, key=lambda c: -c.saving_pct):
-            hist = state[c.key]["histories"]
-            if any(len(hist.get(s, [])) - 1 < epochs for s in range(seed)):
-                continue  # an earlier seed did not finish
-            run(c, seed, epochs)
+    for c, tolerance in serve_tolerances(alive, {k: 100 * (exact_tuning - a) for k, a in after1.items()}):
+        state[c.key]["serves_pp"] = tolerance
+        for seed in range(seeds):
+            if not run(c, seed, epochs):
+                break  # a later seed would soup with an unfinished one
     for c in candidates:
         hist = state[c.key]["histories"]
         state[c.key]["seeds"] = sorted(s for s, h in hist.items() if len(h) - 1 >= epochs)
     return {"candidates": state, "epoch_seconds": timing["epoch"], "epochs_used": budget["used"]}
+
+
+def serve_tolerances(alive: list[Candidate], loss_after1_pp: dict[str, float],
+                     tolerances=TOLERANCES_PP, recovery_pp: float = RECOVERY_PP) -> list[tuple[Candidate, float | None]]:
+    """The order in which survivors get their seeds, each with the tolerance it serves: for
+    each tolerance, tightest first, the highest-saving survivor whose loss after epoch 1
+    (tuning images) is at most the tolerance plus `recovery_pp` and that saves more than those
+    already taken (a design within a tighter tolerance is within the looser ones too); then the
+    rest (None), highest saving first."""
+    order: dict[str, tuple[Candidate, float | None]] = {}
+    for tol in tolerances:
+        floor = max((c.saving_pct for c, _ in order.values()), default=-1.0)
+        fits = [c for c in alive if c.saving_pct > floor and loss_after1_pp[c.key] <= tol + recovery_pp]
+        if fits:
+            best = max(fits, key=lambda c: (c.saving_pct, -loss_after1_pp[c.key]))
+            order[best.key] = (best, tol)
+    rest = sorted((c for c in alive if c.key not in order), key=lambda c: -c.saving_pct)
+    return list(order.values()) + [(c, None) for c in rest]
 
 
 def soup_candidate(retrainer: Retrainer, candidate: Candidate, seeds: list[int]) -> dict:
