@@ -14,7 +14,7 @@ from sklearn.base import clone
 from surrogate_nas.results.tables import SURROGATE_COLUMNS
 from surrogate_nas.search.seeding import seed_genomes
 from surrogate_nas.search.surrogate import AccuracySurrogate, feature_names, select_kind
-from surrogate_nas.search.surrogate_nsga2 import pick_for_truth
+from surrogate_nas.search.surrogate_nsga2 import front_shortfall, pick_for_truth
 from surrogate_nas.workflows.context import build_features
 
 EXACT = (EXACT_INDEX,) * 5
@@ -209,11 +209,24 @@ def test_pick_for_truth_prefers_clear_improvement():
 
 def test_pick_for_truth_without_gain_falls_back():
     front = [[0.0, 0.05]]  # perfect accuracy at 5 % energy dominates everything
-    mu = np.array([0.5, 0.9, 0.7])
+    mu = np.array([0.5, 0.9, 0.8])
     picked = pick_for_truth(mu, np.zeros(3), np.array([0.5, 0.5, 0.9]), front, 2, REF)
-    assert picked == [1, 0]  # best predicted accuracy per energy
+    assert picked == [1, 2]  # smallest shortfall to the front first: 0.1, then 0.2 (0.5 is below the floor)
     everything = pick_for_truth(mu, np.zeros(3), np.array([0.5, 0.5, 0.9]), front, 5, REF)
     assert sorted(everything) == [0, 1, 2]  # k larger than the candidates: each once
+
+
+def test_fallback_prefers_the_front_neighbourhood_to_cheap_junk():
+    """The old fallback (accuracy per energy) took a near-zero-energy design far below the
+    floor; the shortfall to the front takes the ones just behind it."""
+    front = [[0.10, 0.50], [0.20, 0.30]]  # accuracy 0.90 at energy 0.5, 0.80 at 0.3
+    mu = np.array([0.20, 0.79, 0.88])  # junk at 1 % energy, just behind (0.80, 0.3), just behind (0.90, 0.5)
+    energies = np.array([0.01, 0.35, 0.60])
+    # shortfalls by hand: 0.80 - 0.79 = 0.01 behind (0.80, 0.3); 0.90 - 0.88 = 0.02 behind (0.90, 0.5);
+    # junk: nothing of the front is cheaper (0), but it is below the floor (+1)
+    got = front_shortfall(np.column_stack([1 - mu, energies]), np.array(front), REF)
+    assert np.allclose(got, [1.0, 0.01, 0.02])
+    assert pick_for_truth(mu, np.zeros(3), energies, front, 3, REF) == [1, 2, 0]
 
 
 # --------------------------------------------------------------------------- surrogate-mode run
