@@ -187,10 +187,10 @@ def design(paths, settings: DesignSettings, out: Path, quiet: bool = False) -> d
     """Run (or continue) every phase; returns design.json's document."""
     from surrogate_nas.config import from_record, project_root
     from surrogate_nas.workflows.design_phases import (
-        _splits,
         choice_phase,
         choosing_images,
         cost_phase,
+        design_splits,
         retraining_phase,
         soup_phase,
     )
@@ -219,7 +219,7 @@ def design(paths, settings: DesignSettings, out: Path, quiet: bool = False) -> d
         raise UserError(f"--max-distinct {settings.max_distinct}: run {run_dir.name} searched with "
                         f"max_distinct {config.max_distinct}")
     try:
-        choosing_images(_splits(ctx), ctx)  # a run that searched on every validation image: said now, not at the end
+        choosing_images(design_splits(ctx), ctx)  # a run that searched on every validation image: said now, not at the end
         began = time.time()
         cost = cost_phase(ctx, settings, folder)
         if "baselines" not in folder.state["seconds"]:

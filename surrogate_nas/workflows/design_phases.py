@@ -39,31 +39,38 @@ def choosing_images(splits, ctx):
                             ctx.data.source_hash)
 
 
-def _splits(ctx):
+def design_splits(ctx):
     from surrogate_nas.data.splits import make_splits
 
     return make_splits(ctx.data, seed=0)
 
 
-def _recipe(settings):
+def design_recipe(settings):
     from surrogate_nas.network.retraining import RECIPES
 
     return replace(RECIPES[settings.recipe], epochs=settings.epochs, train_images=settings.train_images)
 
 
 def cost_phase(ctx, settings, folder) -> dict:
-    """Baselines in this process: the float model on 2,000 images (best of 3), and one float
-    training epoch on the retraining's images with its batch size (measured once, kept)."""
+    """Baselines in this process (`float_baselines`), measured once and kept in the state."""
+    saved = folder.state.get("baselines")
+    if saved is not None:
+        return saved
+    folder.state["baselines"] = float_baselines(ctx, design_recipe(settings))
+    folder.save()
+    return folder.state["baselines"]
+
+
+def float_baselines(ctx, recipe) -> dict:
+    """The float model on 2,000 validation images (best of 3), and one float training epoch
+    on the retraining's images with its batch size: the yardsticks of `cost`."""
     import keras
 
     from surrogate_nas.data.splits import training_subset
     from surrogate_nas.network.card import load_model
 
-    saved = folder.state.get("baselines")
-    if saved is not None:
-        return saved
     model = load_model(ctx.model_path)
-    splits = _splits(ctx)
+    splits = design_splits(ctx)
     images = splits.x_val[:2000].astype(np.float32)
     model.predict(images[:256], verbose=0, batch_size=256)
     passes = []
@@ -71,7 +78,6 @@ def cost_phase(ctx, settings, folder) -> dict:
         began = time.perf_counter()
         model.predict(images, verbose=0, batch_size=500)
         passes.append(time.perf_counter() - began)
-    recipe = _recipe(settings)
     idx = training_subset(splits.y_train, recipe.train_images, 0)
     twin = keras.models.clone_model(model)
     twin.compile(optimizer=keras.optimizers.Adam(1e-3),
@@ -79,20 +85,18 @@ def cost_phase(ctx, settings, folder) -> dict:
     began = time.perf_counter()
     twin.fit(splits.x_train[idx].astype(np.float32), splits.y_train[idx], batch_size=recipe.batch_size, epochs=1,
              verbose=0, shuffle=False)
-    folder.state["baselines"] = {"float_pass_s": min(passes), "float_train_epoch_s": time.perf_counter() - began,
-                                 "train_images": int(len(idx))}
-    folder.save()
-    return folder.state["baselines"]
+    return {"float_pass_s": min(passes), "float_train_epoch_s": time.perf_counter() - began,
+            "train_images": int(len(idx))}
 
 
-def _retrainer(ctx, settings, folder):
+def design_retrainer(ctx, settings, out: Path):
     from surrogate_nas.evaluation.images import calibration_set
     from surrogate_nas.workflows.design_retrain import Retrainer
 
-    splits = _splits(ctx)
+    splits = design_splits(ctx)
     ev = ctx.build_evaluator("validation", settings.search_images)  # private: trained in place (tuning images)
     calibration = calibration_set(splits, ctx.data.source_hash, int(ev.card.get("seed", 0)))
-    return Retrainer(ev, splits, _recipe(settings), calibration, ctx.rule_store, folder.out / "retraining", quiet=True)
+    return Retrainer(ev, splits, design_recipe(settings), calibration, ctx.rule_store, out / "retraining", quiet=True)
 
 
 def retraining_phase(ctx, settings, folder, candidates: list[dict], quiet: bool) -> dict:
@@ -104,7 +108,7 @@ def retraining_phase(ctx, settings, folder, candidates: list[dict], quiet: bool)
     if settings.retrain_hours == 0 or settings.retrain_epochs == 0 or not cands:
         return {"candidates": {c.key: {"dropped": "no retraining budget", "histories": {}, "seeds": []} for c in cands},
                 "epoch_seconds": None}
-    retrainer = _retrainer(ctx, settings, folder)
+    retrainer = design_retrainer(ctx, settings, folder.out)
     deadline = float("inf")
     if settings.retrain_hours is not None:
         spent = sum(h["seconds"] for c in cands for s in range(settings.seeds) for h in retrainer.history(c, s))
@@ -127,7 +131,7 @@ def soup_phase(ctx, settings, folder, candidates: list[dict], race: dict, quiet:
     done = {c["key"]: c for c in candidates if race["candidates"][c["key"]].get("seeds")}
     if not done:
         return {}
-    retrainer = _retrainer(ctx, settings, folder)
+    retrainer = design_retrainer(ctx, settings, folder.out)
     out = {}
     for key, c in tqdm(done.items(), desc="soups", unit="design", disable=quiet or None, dynamic_ncols=True):
         path = folder.out / "retrained" / f"{key}.keras"
@@ -183,7 +187,7 @@ def choice_phase(ctx, settings, folder, run_dir: Path, soups: dict, baselines: d
     from surrogate_nas.results.design_choice import choose, entry, plot_design, write_json, write_table
     from surrogate_nas.workflows.finetune import save_design
 
-    splits = _splits(ctx)
+    splits = design_splits(ctx)
     search, choosing = choosing_images(splits, ctx)
     test = select_images(splits, ctx.data.source_hash, "test", settings.test_images)
     ev = ctx.evaluator  # the search-set twin: never trained, only its circuits are set here
