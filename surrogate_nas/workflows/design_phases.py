@@ -237,7 +237,7 @@ def choice_phase(ctx, settings, folder, run_dir: Path, soups: dict, baselines: d
         "chosen": {k: entry(p, exact_test) for k, p in chosen["chosen"].items()},
         "chosen_upper": {k: entry(p, exact_test) for k, p in chosen["chosen_upper"].items()},
         "candidates": folder.state["phases"].get("candidates"),
-        "race": {k: {"dropped": v.get("dropped"), "seeds": v.get("seeds")}
+        "race": {k: {"dropped": v.get("dropped"), "seeds": v.get("seeds"), "serves_pp": v.get("serves_pp")}
                  for k, v in (retrain.get("candidates") or {}).items()},
         "soups": soups,
         "cost": {"wall_s": sum(phases.values()), "float_pass_s": baselines["float_pass_s"],
