@@ -204,6 +204,7 @@ def test_resume_after_an_interruption_in_each_phase(cli, tmp_path, store, monkey
     (("--train-images", "-5"), "--train-images: must be >= 0"),
     (("--max-distinct", "0"), "--max-distinct: must be between 1 and the number of approximable layers"),
     (("--search-images", "30"), "the search used every validation image"),
+    (("--recipe", "kd-nothing"), "--recipe kd-nothing: no such recipe"),
 ])
 def test_bad_flags_one_line(cli, tmp_path, flags, message):
     r = cli("design", "--out", tmp_path / "d", *flags, cache=tmp_path / "cache")

@@ -62,6 +62,10 @@ class DesignSettings:
         for flag, ok, why in checks:
             if not ok:
                 raise UserError(f"{flag}: {why}, got {getattr(self, flag[2:].replace('-', '_'))}")
+        from surrogate_nas.network.retraining import RECIPES
+
+        if self.recipe not in RECIPES:
+            raise UserError(f"--recipe {self.recipe}: no such recipe (known: {', '.join(sorted(RECIPES))})")
 
     def same_run(self, other: dict) -> bool:
         """A folder continues only with the same settings (a larger or smaller retraining budget is allowed)."""

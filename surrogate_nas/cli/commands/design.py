@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the search (default 0)")
     p.add_argument("--search-images", type=int, default=d.search_images,
                    help=f"validation images of the search and tuning (default {d.search_images}); the rest choose")
+    p.add_argument("--recipe", default=d.recipe, help=f"retraining recipe, a name from "
+                                                      f"surrogate_nas.network.retraining.RECIPES (default {d.recipe})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per retraining (default {d.epochs})")
     p.add_argument("--train-images", type=int, default=d.train_images,
                    help=f"training images per retraining epoch (default {d.train_images}; 0: all)")
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     settings = DesignSettings(
         model=None if args.from_run else portable(paths.model, root), budget=args.budget, seed=args.seed,
         retrain_hours=args.retrain_hours, retrain_epochs=args.retrain_epochs, from_run=portable(args.from_run, root) if args.from_run else None,
-        search_images=args.search_images, epochs=args.epochs, train_images=args.train_images or None,
+        search_images=args.search_images, recipe=args.recipe, epochs=args.epochs,
+        train_images=args.train_images or None,
         seeds=args.seeds, test_images=args.test_images, max_candidates=args.max_candidates,
         max_distinct=args.max_distinct)
     doc = design(paths, settings, Path(args.out))
